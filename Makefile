@@ -1,0 +1,52 @@
+# vault-plugin-secrets-adobe-ims
+SHELL        := /bin/bash
+VERSION      ?= v0.1.0
+PLUGIN       := vault-plugin-secrets-adobe-ims
+MODULE       := github.com/ims-vault/vault-plugin-secrets-adobe-ims
+LDFLAGS      := -s -w -X $(MODULE).Version=$(VERSION)
+BIN          := $(CURDIR)/bin
+GO_PACKAGES  := $(shell go list ./... | grep -v /e2e)
+STATICCHECK  := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+.PHONY: all build emulator vault test unit e2e fmt lint demo demo-stop clean
+
+all: build
+
+## build: the plugin binary, with its version injected, into bin/
+build:
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/$(PLUGIN) ./cmd/$(PLUGIN)
+
+## emulator: the IMS emulator (a test double of Adobe IMS) into bin/
+emulator:
+	go build -o $(BIN)/ims-emulator ./cmd/ims-emulator
+
+## vault: build (once) and cache the Vault server used by e2e tests and the demo
+vault:
+	@./scripts/vault.sh >/dev/null
+
+## test: unit tests with the race detector, then end-to-end tests in a real Vault
+test: unit e2e
+
+unit:
+	go test -race -count=1 $(GO_PACKAGES)
+
+e2e: vault
+	VAULT_BINARY="$$(./scripts/vault.sh)" go test -count=1 -timeout 25m ./e2e/...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "run make fmt"; exit 1; }
+	go vet ./...
+	go run $(STATICCHECK) ./...
+
+## demo: Vault + plugin + IMS emulator on loopback, mints a token; `make demo-stop` ends it
+demo: build emulator vault
+	@./scripts/demo.sh start
+
+demo-stop:
+	@./scripts/demo.sh stop
+
+clean:
+	rm -rf $(BIN)

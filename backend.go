@@ -1,0 +1,209 @@
+// Package adobeims is a HashiCorp Vault secrets engine that holds an Adobe
+// Developer Console OAuth Server-to-Server credential and hands out Adobe IMS
+// access tokens as Vault leases.
+package adobeims
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
+)
+
+// PluginName is the plugin's catalog and binary name.
+const PluginName = "vault-plugin-secrets-adobe-ims"
+
+// Version is the plugin's version, set at build time with
+// -ldflags "-X github.com/ims-vault/vault-plugin-secrets-adobe-ims.Version=v1.2.3".
+// Vault requires a registered version to match it exactly.
+var Version = "v0.0.0-dev"
+
+const backendHelp = `
+The Adobe IMS secrets engine holds an Adobe Developer Console OAuth
+Server-to-Server credential and hands out Adobe IMS access tokens as leases.
+
+Write the credential to "config", optionally define roles under "roles/",
+then read "creds" or "creds/<role>" for a token. Applications never see the
+client secret.
+`
+
+// Factory returns a configured instance of the backend.
+func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
+	b := newBackend(backendOptions{})
+	if err := b.Setup(ctx, conf); err != nil {
+		return nil, fmt.Errorf("setting up the adobe ims backend: %w", err)
+	}
+	return b, nil
+}
+
+// backendOptions are the seams tests use; the zero value is production.
+type backendOptions struct {
+	now        func() time.Time
+	httpClient *http.Client
+	imsOptions ims.Options // retry tuning; HTTPClient, Logger and OnAttempt are set by the backend
+}
+
+type backend struct {
+	*framework.Backend
+	opts backendOptions
+
+	cache   *tokencache.Cache
+	metrics *metrics
+
+	// mu guards conn, which is built from the stored config on first use and
+	// dropped whenever the config changes.
+	mu   sync.RWMutex
+	conn *connection
+}
+
+// connection is the stored config and the IMS client made from it.
+type connection struct {
+	config *config
+	client *ims.Client
+}
+
+func newBackend(opts backendOptions) *backend {
+	if opts.now == nil {
+		opts.now = time.Now
+	}
+	b := &backend{opts: opts, metrics: &metrics{}}
+	b.cache = tokencache.New(b.mintShared, tokencache.Options{
+		Now:         opts.now,
+		MintTimeout: imsCallBound,
+		OnBackgroundError: func(scopes string, err error) {
+			b.Logger().Warn("background refresh of a shared token failed; the current token is served until its safe end",
+				"scopes", scopes, "error", err)
+		},
+	})
+	b.Backend = &framework.Backend{
+		Help:        strings.TrimSpace(backendHelp),
+		BackendType: logical.TypeLogical,
+		PathsSpecial: &logical.Paths{
+			SealWrapStorage: []string{configStorageKey},
+		},
+		Paths: framework.PathAppend(
+			[]*framework.Path{pathConfig(b)},
+			pathRoles(b),
+			pathCreds(b),
+		),
+		Secrets:        []*framework.Secret{secretToken(b)},
+		Invalidate:     b.invalidate,
+		Clean:          b.clean,
+		RunningVersion: Version,
+	}
+	return b
+}
+
+// imsCallBound bounds one IMS call, retries included, well inside Vault's
+// 90-second request timeout.
+const imsCallBound = 30 * time.Second
+
+func (b *backend) invalidate(_ context.Context, key string) {
+	switch {
+	case key == configStorageKey:
+		b.resetClient()
+	case strings.HasPrefix(key, rolesStoragePrefix):
+		// Another node changed a role: the token of its old scope set is
+		// unknown here, so drop them all; they are re-minted on demand.
+		b.cache.Purge()
+	}
+}
+
+func (b *backend) clean(context.Context) {
+	b.cache.Close()
+}
+
+// resetClient forgets the IMS client and every cached token, because they
+// belong to a credential that changed.
+func (b *backend) resetClient() {
+	b.mu.Lock()
+	b.conn = nil
+	b.cache.Purge()
+	b.mu.Unlock()
+}
+
+// connection returns the stored config and its IMS client, or nil when the
+// engine is not configured.
+func (b *backend) connection(ctx context.Context, s logical.Storage) (*connection, error) {
+	b.mu.RLock()
+	c := b.conn
+	b.mu.RUnlock()
+	if c != nil {
+		return c, nil
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.conn != nil {
+		return b.conn, nil
+	}
+	cfg, err := getConfig(ctx, s)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
+	return b.conn, nil
+}
+
+func (b *backend) newIMSClient(cfg *config) *ims.Client {
+	return ims.NewClient(cfg.IMSURL, ims.Credentials{ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret}, b.imsOptions())
+}
+
+func (b *backend) imsOptions() ims.Options {
+	o := b.opts.imsOptions
+	o.HTTPClient = b.opts.httpClient
+	o.Logger = b.logger("ims")
+	o.OnAttempt = b.metrics.observeAttempt
+	if o.MaxElapsed == 0 {
+		o.MaxElapsed = imsCallBound
+	}
+	return o
+}
+
+func (b *backend) logger(name string) hclog.Logger {
+	if l := b.Logger(); l != nil {
+		return l.Named(name)
+	}
+	return hclog.NewNullLogger()
+}
+
+// mintShared is the cache's way to IMS. The client was loaded by the reader
+// that asked the cache; if the config changed since, the mint fails rather
+// than use a credential that no longer applies.
+func (b *backend) mintShared(ctx context.Context, scopes []string) (*tokencache.Token, error) {
+	b.mu.RLock()
+	c := b.conn
+	b.mu.RUnlock()
+	if c == nil {
+		return nil, errNotConfigured
+	}
+	return b.mint(ctx, c.client, scopes)
+}
+
+func (b *backend) mint(ctx context.Context, c *ims.Client, scopes []string) (*tokencache.Token, error) {
+	// The expiry is counted from before the request, so it is never later
+	// than the one IMS has.
+	start := b.opts.now()
+	t, err := c.Token(ctx, scopes)
+	b.metrics.imsTokenRequests.Add(1)
+	if err != nil {
+		b.metrics.imsTokenFailures.Add(1)
+		return nil, err
+	}
+	return &tokencache.Token{
+		AccessToken: t.AccessToken,
+		TokenType:   t.TokenType,
+		Scopes:      scopes,
+		MintedAt:    start,
+		ExpiresAt:   start.Add(t.ExpiresIn),
+	}, nil
+}

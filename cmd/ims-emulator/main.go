@@ -1,0 +1,272 @@
+// ims-emulator is a test double of Adobe IMS for tests and `make demo`; never point
+// production at it.
+//
+// It serves the IMS token endpoints and the I/O Management client-secrets API of package
+// imsemu on -addr, and the emulator's JSON control API on -control-addr, plus
+//
+//	POST /down {"down":true|false}  close the IMS listener (connections are refused) or re-open it
+//	GET  /down                      {"down":bool}
+//
+// The client secret can come from IMS_EMULATOR_CLIENT_SECRET so that it stays off
+// command lines. Neither it nor any token is ever logged.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+)
+
+const envClientSecret = "IMS_EMULATOR_CLIENT_SECRET"
+
+// defaultScopes are the Firefly Services scopes of adobe-ims.md plus those the I/O
+// Management API needs, so that the demo can mint tokens and rotate the secret.
+var defaultScopes = strings.Join(append(
+	[]string{"openid", "AdobeID", "session", "additional_info", "read_organizations", "firefly_api", "ff_apis"},
+	"additional_info.projectedProductContext", "additional_info.roles", "adobeio_api",
+	"read_client_secret", "manage_client_secrets"), ",")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "ims-emulator:", err)
+		}
+		os.Exit(2)
+	}
+}
+
+// run serves until ctx is done. It writes one line to stdout once both listeners are ready.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("ims-emulator", flag.ContinueOnError)
+	addr := fs.String("addr", "127.0.0.1:8181", "address of the IMS and I/O Management API surface")
+	controlAddr := fs.String("control-addr", "127.0.0.1:8182", "address of the JSON control API")
+	clientID := fs.String("client-id", "", "client ID of the emulated credential (required)")
+	clientSecret := fs.String("client-secret", "", "its initial client secret (required; or set "+envClientSecret+")")
+	scopes := fs.String("scopes", defaultScopes, "comma-separated scopes granted to the credential")
+	expiresIn := fs.Duration("expires-in", imsemu.DefaultExpiresIn, "token lifetime, reported in whole seconds")
+	latency := fs.Duration("latency", 0, "delay before every IMS answer")
+	orgID := fs.String("org-id", imsemu.DefaultOrgID, "organization ID in I/O Management API paths")
+	credentialID := fs.String("credential-id", imsemu.DefaultCredentialID, "credential ID in I/O Management API paths")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS on -addr (needs -tls-key)")
+	tlsKey := fs.String("tls-key", "", "PEM private key for -tls-cert")
+	quiet := fs.Bool("quiet", false, "do not log IMS requests to stderr")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *clientSecret == "" {
+		*clientSecret = os.Getenv(envClientSecret)
+	}
+	if *clientID == "" || *clientSecret == "" {
+		return errors.New("-client-id and -client-secret (or " + envClientSecret + ") are required")
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
+
+	emu := imsemu.New(imsemu.Config{
+		ClientID:     *clientID,
+		ClientSecret: *clientSecret,
+		Scopes:       splitScopes(*scopes),
+		ExpiresIn:    *expiresIn,
+		OrgID:        *orgID,
+		CredentialID: *credentialID,
+	})
+	emu.SetLatency(*latency)
+
+	ims := &imsListener{handler: emu, errc: make(chan error, 1)}
+	if !*quiet {
+		ims.handler = logRequests(emu, log.New(os.Stderr, "ims-emulator: ", log.LstdFlags))
+	}
+	scheme := "http"
+	if *tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			return err
+		}
+		ims.tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		scheme = "https"
+	}
+	ims.addr = *addr
+	if err := ims.up(); err != nil {
+		return err
+	}
+	defer ims.down()
+	imsAddr := ims.addr // resolved; read before the control API can touch it
+
+	controlLn, err := net.Listen("tcp", *controlAddr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", emu.ControlHandler())
+	mux.HandleFunc("GET /down", ims.handleGetDown)
+	mux.HandleFunc("POST /down", ims.handleDown)
+	control := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	controlErr := make(chan error, 1)
+	go func() { controlErr <- control.Serve(controlLn) }()
+	defer control.Close()
+
+	fmt.Fprintf(stdout, "ims-emulator listening on %s://%s (control http://%s)\n", scheme, imsAddr, controlLn.Addr())
+
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-controlErr:
+		return fmt.Errorf("control listener: %w", err)
+	case err := <-ims.errc:
+		return fmt.Errorf("IMS listener: %w", err)
+	}
+}
+
+func splitScopes(s string) []string {
+	var out []string
+	for _, scope := range strings.Split(s, ",") {
+		if scope = strings.TrimSpace(scope); scope != "" {
+			out = append(out, scope)
+		}
+	}
+	return out
+}
+
+// imsListener serves the IMS surface and can be taken down and brought back on the same
+// address, so that tests see "connection refused" rather than an HTTP error.
+type imsListener struct {
+	handler   http.Handler
+	tlsConfig *tls.Config
+	errc      chan error // a Serve failure other than being closed
+
+	mu   sync.Mutex
+	addr string       // after the first up, the resolved address, so port 0 is reused
+	srv  *http.Server // nil while down
+}
+
+func (l *imsListener) up() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.srv != nil {
+		return nil
+	}
+	ln, err := net.Listen("tcp", l.addr)
+	if err != nil {
+		return err
+	}
+	l.addr = ln.Addr().String()
+	if l.tlsConfig != nil {
+		ln = tls.NewListener(ln, l.tlsConfig)
+	}
+	srv := &http.Server{Handler: l.handler, ReadHeaderTimeout: 10 * time.Second}
+	l.srv = srv
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			select {
+			case l.errc <- err:
+			default:
+			}
+		}
+	}()
+	return nil
+}
+
+// down closes the listener and every connection, in-flight requests included: the
+// listener is closed when down returns.
+func (l *imsListener) down() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.srv != nil {
+		_ = l.srv.Close()
+		l.srv = nil
+	}
+}
+
+func (l *imsListener) isDown() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.srv == nil
+}
+
+func (l *imsListener) handleGetDown(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]bool{"down": l.isDown()})
+}
+
+func (l *imsListener) handleDown(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Down *bool `json:"down"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Down == nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": `want {"down":true} or {"down":false}`})
+		return
+	}
+	if *body.Down {
+		l.down()
+	} else if err := l.up(); err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "re-opening the IMS listener: " + err.Error()})
+		return
+	}
+	l.handleGetDown(w, r)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// logRequests logs method, path, status and x-debug-id: never the query string, the
+// body or headers, which carry the client secret and tokens.
+func logRequests(next http.Handler, logger *log.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			status := "no answer"
+			if sw.status != 0 {
+				status = fmt.Sprint(sw.status)
+			}
+			logger.Printf("%s %s -> %s (x-debug-id %s)", r.Method, r.URL.Path, status, w.Header().Get("X-Debug-Id"))
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	if w.status == 0 {
+		w.status = status
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach Hijack for the "drop" fault.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	testClientID = "cmd-test-client"
+	testSecret   = "cmd-test-secret"
+)
+
+var readyLine = regexp.MustCompile(`^ims-emulator listening on (https?)://(\S+) \(control http://(\S+)\)$`)
+
+type emulator struct {
+	scheme, addr, control string
+	errc                  chan error
+	cancel                context.CancelFunc
+}
+
+// start runs the command on free ports and waits for its ready line.
+func start(t *testing.T, extra ...string) *emulator {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	args := append([]string{"-addr", "127.0.0.1:0", "-control-addr", "127.0.0.1:0", "-quiet",
+		"-client-id", testClientID}, extra...)
+	errc := make(chan error, 1)
+	go func() {
+		err := run(ctx, args, pw)
+		pw.CloseWithError(errors.New("run returned"))
+		errc <- err
+	}()
+	sc := bufio.NewScanner(pr)
+	if !sc.Scan() {
+		cancel()
+		t.Fatalf("no ready line: %v; run: %v", sc.Err(), <-errc)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	m := readyLine.FindStringSubmatch(sc.Text())
+	if m == nil {
+		cancel()
+		t.Fatalf("ready line %q", sc.Text())
+	}
+	e := &emulator{scheme: m[1], addr: m[2], control: m[3], errc: errc, cancel: cancel}
+	t.Cleanup(func() { e.stop(t) })
+	return e
+}
+
+func (e *emulator) stop(t *testing.T) {
+	t.Helper()
+	if e.cancel == nil {
+		return
+	}
+	e.cancel()
+	e.cancel = nil
+	if err := <-e.errc; err != nil {
+		t.Errorf("run returned %v after cancel, want nil", err)
+	}
+}
+
+func tokenForm() url.Values {
+	return url.Values{
+		"grant_type":    {"client_credentials"},
+		"client_id":     {testClientID},
+		"client_secret": {testSecret},
+		"scope":         {"openid,firefly_api"},
+	}
+}
+
+func mint(t *testing.T, client *http.Client, base string) {
+	t.Helper()
+	resp, err := client.PostForm(base+"/ims/token/v3", tokenForm())
+	if err != nil {
+		t.Fatalf("token request: %v", err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body["access_token"] == "" {
+		t.Fatalf("token request: %d %v %v", resp.StatusCode, body, err)
+	}
+}
+
+func setDown(t *testing.T, control string, down bool) {
+	t.Helper()
+	body := `{"down":false}`
+	if down {
+		body = `{"down":true}`
+	}
+	resp, err := http.Post("http://"+control+"/down", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || strings.TrimSpace(string(b)) != body {
+		t.Fatalf("POST /down %s: %d %s", body, resp.StatusCode, b)
+	}
+}
+
+func TestDownAndUp(t *testing.T) {
+	e := start(t, "-client-secret", testSecret)
+	base := "http://" + e.addr
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	mint(t, client, base)
+
+	setDown(t, e.control, true)
+	_, err := client.PostForm(base+"/ims/token/v3", tokenForm())
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("while down: err = %v, want connection refused", err)
+	}
+	setDown(t, e.control, true) // idempotent
+
+	setDown(t, e.control, false)
+	mint(t, client, base)
+
+	// The control API keeps serving the emulator's state across down and up.
+	resp, err := http.Get("http://" + e.control + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats struct {
+		TokensIssued int `json:"tokens_issued"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil || stats.TokensIssued != 2 {
+		t.Errorf("stats %+v %v, want 2 tokens issued", stats, err)
+	}
+
+	resp, err = http.Post("http://"+e.control+"/down", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 400 {
+		t.Errorf("POST /down {}: %d, want 400", resp.StatusCode)
+	}
+}
+
+func TestDownEndsHangingRequests(t *testing.T) {
+	e := start(t, "-client-secret", testSecret)
+	resp, err := http.Post("http://"+e.control+"/fault", "application/json", strings.NewReader(`{"kind":"hang"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.PostForm("http://"+e.addr+"/ims/token/v3", tokenForm())
+		if err == nil {
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	// Wait until the emulator holds the request, then take it down.
+	for {
+		resp, err := http.Get("http://" + e.control + "/stats")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stats struct {
+			FaultsServed int `json:"faults_served"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&stats)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if stats.FaultsServed == 1 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling a condition; there is nothing to block on
+	}
+	setDown(t, e.control, true)
+	if err := <-done; err == nil {
+		t.Error("hanging request got an answer, want its connection closed")
+	}
+}
+
+func TestSecretFromEnvironment(t *testing.T) {
+	t.Setenv(envClientSecret, testSecret)
+	e := start(t)
+	mint(t, http.DefaultClient, "http://"+e.addr)
+}
+
+func TestStopsOnCancel(t *testing.T) {
+	e := start(t, "-client-secret", testSecret)
+	e.stop(t) // fails the test unless run returns nil
+	if _, err := net.Dial("tcp", e.addr); err == nil {
+		t.Error("IMS listener still open after run returned")
+	}
+	if _, err := net.Dial("tcp", e.control); err == nil {
+		t.Error("control listener still open after run returned")
+	}
+}
+
+func TestBadArguments(t *testing.T) {
+	t.Setenv(envClientSecret, "")
+	tests := map[string][]string{
+		"no secret":        {"-client-id", "x"},
+		"no client id":     {"-client-secret", "y"},
+		"cert without key": {"-client-id", "x", "-client-secret", "y", "-tls-cert", "c.pem"},
+		"unknown flag":     {"-nope"},
+		"extra argument":   {"-client-id", "x", "-client-secret", "y", "extra"},
+		"bad address":      {"-client-id", "x", "-client-secret", "y", "-addr", "256.0.0.1:bad"},
+	}
+	for name, args := range tests {
+		t.Run(name, func(t *testing.T) {
+			if err := run(t.Context(), append(args, "-quiet"), io.Discard); err == nil {
+				t.Error("run succeeded")
+			}
+		})
+	}
+}
+
+func TestTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	e := start(t, "-client-secret", testSecret, "-tls-cert", certFile, "-tls-key", keyFile)
+	if e.scheme != "https" {
+		t.Fatalf("scheme %q, want https", e.scheme)
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	mint(t, client, "https://"+e.addr)
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and returns its files and a pool trusting it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "ims-emulator test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}

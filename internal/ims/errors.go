@@ -1,0 +1,252 @@
+package ims
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"strings"
+	"unicode"
+)
+
+// Error is a failed call to Adobe IMS or to the Adobe I/O Management API.
+// Its text is written for the operator: what came back, and what to check.
+// It never holds the client secret, an access token or a response body.
+type Error struct {
+	Op          string // as in Attempt.Op
+	StatusCode  int    // 0 when no HTTP response
+	Code        string // IMS `error` (or Adobe I/O `error_code`)
+	Description string // IMS `error_description` (or Adobe I/O `message`)
+	DebugID     string // x-debug-id
+	Hint        string // what the operator should check, in plain words
+	Err         error  // underlying cause (network, TLS, decode); never holds secrets
+	Attempts    int    // HTTP attempts made; 0 when none was
+
+	// redact holds the secrets of the call, scrubbed from the text as a last
+	// line of defence should anything upstream ever echo them.
+	redact []string
+}
+
+func (e *Error) Error() string {
+	var head, parts []string
+	if e.StatusCode != 0 {
+		head = append(head, fmt.Sprintf("HTTP %d", e.StatusCode))
+	}
+	if e.Code != "" {
+		head = append(head, e.Code)
+	}
+	if len(head) > 0 {
+		parts = append(parts, strings.Join(head, " "))
+	}
+	if e.Description != "" {
+		parts = append(parts, e.Description)
+	}
+	if e.Err != nil {
+		parts = append(parts, e.Err.Error())
+	}
+	msg := opTitle(e.Op) + ": " + strings.Join(parts, ": ")
+	if e.Attempts > 1 {
+		msg += fmt.Sprintf(" (after %d attempts)", e.Attempts)
+	}
+	if e.DebugID != "" {
+		msg += fmt.Sprintf(" (x-debug-id %s)", e.DebugID)
+	}
+	if e.Hint != "" {
+		msg += ": " + e.Hint
+	}
+	return scrub(msg, e.redact)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Retryable reports whether the same request may succeed later: throttling,
+// server errors, network failures and requests cancelled by their caller.
+// IMS refusals, 501 Not Implemented, unusable responses and certificate
+// errors will not fix themselves.
+func (e *Error) Retryable() bool {
+	switch {
+	case e.StatusCode == http.StatusTooManyRequests:
+		return true
+	case e.StatusCode >= 500:
+		return e.StatusCode != http.StatusNotImplemented
+	case e.StatusCode != 0 || e.Err == nil:
+		return false
+	}
+	return isNetworkError(e.Err)
+}
+
+// isNetworkError tells a failure on the way to the server, or a request cut
+// short by its caller, from one that happened before any request was made
+// or that trying again cannot fix.
+func isNetworkError(err error) bool {
+	var local *localError
+	return !errors.As(err, &local) && !isCertError(err)
+}
+
+// localError is a failure of ours (bad input, unreadable response), never
+// worth retrying.
+type localError struct{ msg string }
+
+func (l *localError) Error() string { return l.msg }
+
+func localErrorf(format string, args ...any) error {
+	return &localError{msg: fmt.Sprintf(format, args...)}
+}
+
+func isCertError(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+	)
+	return errors.As(err, &verify) || errors.As(err, &unknown) ||
+		errors.As(err, &hostname) || errors.As(err, &invalid)
+}
+
+func opTitle(op string) string {
+	if isManagementOp(op) {
+		return "adobe i/o management " + op + " request"
+	}
+	return "adobe ims " + op + " request"
+}
+
+func isManagementOp(op string) bool {
+	return op == OpListSecrets || op == OpCreateSecret || op == OpDeleteSecret
+}
+
+// hint says, in the operator's words, what to look at for e.
+func hint(e *Error) string {
+	service, urlField := "Adobe IMS", "ims_url"
+	if isManagementOp(e.Op) {
+		service, urlField = "the Adobe I/O Management API", "io_management_url"
+	}
+	var h string
+	switch {
+	case e.StatusCode == 0 && e.Err != nil && isCertError(e.Err):
+		h = fmt.Sprintf("the TLS certificate of %s is not trusted: check %s, and if an HTTPS proxy inspects traffic, add its CA to the system trust store", service, urlField)
+	case e.StatusCode == 0 && e.Err != nil && (!isNetworkError(e.Err) || errors.Is(e.Err, context.Canceled)):
+		return "" // nothing upstream to check
+	case e.StatusCode == 0:
+		h = fmt.Sprintf("%s could not be reached or did not answer in time: retry later; check %s, network access and the HTTPS_PROXY and NO_PROXY environment variables of the Vault server", service, urlField)
+	case e.StatusCode == http.StatusTooManyRequests:
+		h = fmt.Sprintf("%s is throttling this client: tokens are cached and reused, so lower the use of dedicated-mode roles or wait before retrying", service)
+	case e.StatusCode >= 500:
+		h = fmt.Sprintf("%s is unavailable: retry later", service)
+	case e.StatusCode >= 300 && e.StatusCode < 400:
+		h = fmt.Sprintf("%s answered with a redirect, which is not followed: check %s", service, urlField)
+	case e.Code == "invalid_client":
+		h = "check client_id and client_secret in the plugin config, and that the credential still exists in the Adobe Developer Console"
+	case e.Code == "invalid_scope":
+		h = "request only scopes that the Adobe Developer Console shows for this credential"
+	case isManagementOp(e.Op) && (e.StatusCode == http.StatusUnauthorized || e.StatusCode == http.StatusForbidden):
+		h = "the credential's Developer Console project needs the I/O Management API, and the token needs the management scopes (" + strings.Join(ManagementScopes(), ",") + ")"
+	case isManagementOp(e.Op) && e.StatusCode == http.StatusNotFound:
+		h = "check org_id and credential_id: both appear in the Developer Console URL of the credential"
+	}
+	if e.DebugID != "" {
+		if h != "" {
+			h += "; "
+		}
+		h += "if this persists, give the x-debug-id to Adobe support"
+	}
+	return h
+}
+
+// errorBody holds both error shapes: IMS's {"error","error_description"}
+// and Adobe I/O's {"error_code","message"}.
+type errorBody struct {
+	Error            string `json:"error"`
+	ErrorDescription string `json:"error_description"`
+	ErrorCode        string `json:"error_code"`
+	Message          string `json:"message"`
+}
+
+// parseErrorBody fills e from a failed response. Anything that is not one of
+// the known JSON shapes is described by its content type, never echoed: an
+// unknown body might hold a token.
+func parseErrorBody(e *Error, header http.Header, body []byte) {
+	var eb errorBody
+	err := json.Unmarshal(body, &eb)
+	var typeErr *json.UnmarshalTypeError
+	if err == nil || errors.As(err, &typeErr) {
+		// JSON without the fields leaves the status to speak for itself.
+		e.Code = clean(firstOf(eb.Error, eb.ErrorCode), 100)
+		e.Description = clean(firstOf(eb.ErrorDescription, eb.Message), 300)
+		return
+	}
+	if len(body) > 0 {
+		e.Err = localErrorf("unexpected response: %s", describeContent(header.Get("Content-Type"), len(body)))
+	}
+}
+
+func firstOf(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// describeContent names what came back without showing it.
+func describeContent(contentType string, n int) string {
+	media, _, err := mime.ParseMediaType(contentType)
+	switch {
+	case n == 0:
+		return "an empty body"
+	case contentType == "":
+		return "a body without Content-Type"
+	case err != nil:
+		return fmt.Sprintf("a body with Content-Type %q", clean(contentType, 60))
+	case media == "text/html":
+		return "an HTML page (text/html)"
+	}
+	return "a body of type " + media
+}
+
+// clean makes server-supplied text safe to put in one line of an error.
+func clean(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.TrimSpace(s))
+	if len(s) > max {
+		s = strings.ToValidUTF8(s[:max], "") + "..."
+	}
+	return s
+}
+
+// minRedactLen keeps scrubbing from mangling text around trivially short
+// values, which cannot be real secrets or tokens.
+const minRedactLen = 6
+
+func scrub(s string, secrets []string) string {
+	for _, v := range secrets {
+		if len(v) >= minRedactLen {
+			s = strings.ReplaceAll(s, v, "[redacted]")
+		}
+	}
+	return s
+}
+
+// scrubbedError stands in for an error whose text held a secret. It does not
+// unwrap: the original text must not be reachable.
+type scrubbedError struct{ msg string }
+
+func (s *scrubbedError) Error() string { return s.msg }
+
+func scrubErr(err error, secrets []string) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if clean := scrub(msg, secrets); clean != msg {
+		return &scrubbedError{msg: clean}
+	}
+	return err
+}

@@ -1,0 +1,334 @@
+// Package tokencache holds the shared Adobe IMS access tokens: one token per
+// credential and scope set, reused by every reader until it nears its end.
+//
+// The rules, in the order a token lives through them:
+//
+//   - A token is fresh from the moment it is minted until two thirds of its
+//     lifetime have passed (its refresh point). Readers get it without any
+//     call to IMS.
+//   - After the refresh point the token is still served, but a replacement is
+//     minted in the background (by the first reader that notices, or by
+//     Refresh, which the plugin runs periodically). Readers never wait for it.
+//   - A token is served until its safe end: its expiry less a safety margin of
+//     a tenth of its lifetime, at most five minutes. A lease handed out from a
+//     token never outlives that safe end. Past it, a reader must wait for a
+//     new token.
+//   - Concurrent readers that find no servable token share one IMS request.
+//
+// Nothing here knows about Vault; time comes from an injected clock.
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+)
+
+// Token is one IMS access token and the moments that govern its reuse.
+type Token struct {
+	AccessToken string
+	TokenType   string
+	Scopes      []string
+	MintedAt    time.Time
+	ExpiresAt   time.Time
+}
+
+// Lifetime is how long the token was issued for.
+func (t *Token) Lifetime() time.Duration { return t.ExpiresAt.Sub(t.MintedAt) }
+
+// SafetyMargin is how long before its expiry a token stops being handed out:
+// a tenth of its lifetime, at most five minutes. That is five minutes for
+// Adobe's 24-hour tokens and two seconds for the 20-second tokens of tests.
+func (t *Token) SafetyMargin() time.Duration {
+	return min(t.Lifetime()/10, MaxSafetyMargin)
+}
+
+// SafeEnd is the last moment the token is handed out; leases end by then.
+func (t *Token) SafeEnd() time.Time { return t.ExpiresAt.Add(-t.SafetyMargin()) }
+
+// RefreshAt is when a replacement is minted ahead of time: once a third of
+// the token's lifetime is left.
+func (t *Token) RefreshAt() time.Time { return t.MintedAt.Add(t.Lifetime() * 2 / 3) }
+
+// MaxSafetyMargin bounds SafetyMargin for long-lived tokens.
+const MaxSafetyMargin = 5 * time.Minute
+
+// MintFunc asks IMS for a new token with the given (sorted) scopes.
+type MintFunc func(ctx context.Context, scopes []string) (*Token, error)
+
+// Options configure a Cache.
+type Options struct {
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// MintTimeout bounds one shared mint, which outlives the reader that
+	// started it so that a cancelled reader does not fail the others.
+	MintTimeout time.Duration
+	// RetryBackoff is how long background refreshes of a scope set wait after
+	// a failure before trying again: it doubles from RetryBackoff up to
+	// MaxRetryBackoff.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// OnBackgroundError is told about failed background refreshes.
+	OnBackgroundError func(key string, err error)
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	mint MintFunc
+	opts Options
+
+	generation atomic.Uint64 // bumped by Purge so in-flight mints are not stored
+	entries    sync.Map      // key -> *entry
+	flight     singleflight.Group
+
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
+}
+
+type entry struct {
+	token    atomic.Pointer[Token]
+	lastUsed atomic.Int64 // unix nanos of the last read
+
+	mu          sync.Mutex // guards the fields below
+	failures    int
+	lastErr     error
+	lastErrAt   time.Time
+	nextAttempt time.Time
+}
+
+// New returns an empty cache that mints through mint.
+func New(mint MintFunc, opts Options) *Cache {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MintTimeout <= 0 {
+		opts.MintTimeout = time.Minute
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = 5 * time.Second
+	}
+	if opts.MaxRetryBackoff <= 0 {
+		opts.MaxRetryBackoff = 5 * time.Minute
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Cache{mint: mint, opts: opts, bgCtx: ctx, bgCancel: cancel}
+}
+
+// Key is the cache key of a scope set: sorted and comma-joined, so that the
+// same scopes in any order share one token.
+func Key(scopes []string) string {
+	s := slices.Clone(scopes)
+	slices.Sort(s)
+	return strings.Join(slices.Compact(s), ",")
+}
+
+// Result is what Get returns: the token and how it was obtained.
+type Result struct {
+	Token *Token
+	// Hit is true when no reader had to wait for IMS.
+	Hit bool
+}
+
+// Get returns a servable token for scopes, minting one if none is.
+func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
+	key := Key(scopes)
+	now := c.opts.Now()
+	e := c.entry(key)
+	e.lastUsed.Store(now.UnixNano())
+
+	if tok := e.token.Load(); tok != nil && now.Before(tok.SafeEnd()) {
+		if !now.Before(tok.RefreshAt()) {
+			c.refreshInBackground(key, e)
+		}
+		return Result{Token: tok, Hit: true}, nil
+	}
+
+	ch := c.flight.DoChan(c.flightKey(key), func() (any, error) {
+		// A mint that finished after this reader looked has already stored
+		// a servable token.
+		if tok := e.token.Load(); tok != nil && c.opts.Now().Before(tok.SafeEnd()) {
+			return tok, nil
+		}
+		return c.mintAndStore(key, e)
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return Result{}, res.Err
+		}
+		return Result{Token: res.Val.(*Token)}, nil
+	case <-ctx.Done():
+		return Result{}, fmt.Errorf("waiting for a new IMS token: %w", ctx.Err())
+	}
+}
+
+// Put stores a token minted elsewhere (for example while verifying a new
+// config) so readers reuse it instead of minting another.
+func (c *Cache) Put(tok *Token) {
+	e := c.entry(Key(tok.Scopes))
+	e.token.Store(tok)
+}
+
+// Drop forgets the token of one scope set.
+func (c *Cache) Drop(scopes []string) {
+	c.entries.Delete(Key(scopes))
+}
+
+// Purge forgets every token, and makes mints already in flight not store
+// theirs: they were made with a credential that may no longer apply.
+func (c *Cache) Purge() {
+	c.generation.Add(1)
+	c.entries.Clear()
+}
+
+// Refresh mints replacements for tokens past their refresh point that were
+// read during their life, honouring the back-off after failures. It returns
+// how many tokens it replaced. Readers keep being served the old tokens.
+func (c *Cache) Refresh(ctx context.Context) (int, error) {
+	now := c.opts.Now()
+	var errs []error
+	refreshed := 0
+	c.entries.Range(func(k, v any) bool {
+		key, e := k.(string), v.(*entry)
+		tok := e.token.Load()
+		if tok == nil || now.Before(tok.RefreshAt()) || !e.readSince(tok.MintedAt) || !e.mayAttempt(now) {
+			return true
+		}
+		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
+			return c.mintAndStore(key, e)
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("refreshing token for scopes %q: %w", key, err))
+		} else {
+			refreshed++
+		}
+		return ctx.Err() == nil
+	})
+	return refreshed, errors.Join(errs...)
+}
+
+// Close stops background refreshes and waits for them to end.
+func (c *Cache) Close() {
+	c.bgCancel()
+	c.bgWG.Wait()
+}
+
+// State describes one cached scope set, for operators. It never holds the token.
+type State struct {
+	Scopes      string
+	MintedAt    time.Time
+	ExpiresAt   time.Time
+	RefreshAt   time.Time
+	SafeEnd     time.Time
+	LastUsed    time.Time
+	LastError   string
+	LastErrorAt time.Time
+	NextAttempt time.Time
+}
+
+// States lists the cached scope sets, sorted by scopes.
+func (c *Cache) States() []State {
+	var out []State
+	c.entries.Range(func(k, v any) bool {
+		e := v.(*entry)
+		s := State{Scopes: k.(string)}
+		if tok := e.token.Load(); tok != nil {
+			s.MintedAt, s.ExpiresAt, s.RefreshAt, s.SafeEnd = tok.MintedAt, tok.ExpiresAt, tok.RefreshAt(), tok.SafeEnd()
+		}
+		if n := e.lastUsed.Load(); n != 0 {
+			s.LastUsed = time.Unix(0, n).UTC()
+		}
+		e.mu.Lock()
+		if e.lastErr != nil {
+			s.LastError, s.LastErrorAt = e.lastErr.Error(), e.lastErrAt
+		}
+		s.NextAttempt = e.nextAttempt
+		e.mu.Unlock()
+		out = append(out, s)
+		return true
+	})
+	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Scopes, b.Scopes) })
+	return out
+}
+
+func (c *Cache) entry(key string) *entry {
+	if v, ok := c.entries.Load(key); ok {
+		return v.(*entry)
+	}
+	v, _ := c.entries.LoadOrStore(key, &entry{})
+	return v.(*entry)
+}
+
+// flightKey ties a mint to the cache generation, so a reader arriving after a
+// Purge never joins a mint made with the old credential.
+func (c *Cache) flightKey(key string) string {
+	return fmt.Sprintf("%d/%s", c.generation.Load(), key)
+}
+
+func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
+	gen := c.generation.Load()
+	ctx, cancel := context.WithTimeout(c.bgCtx, c.opts.MintTimeout)
+	defer cancel()
+	tok, err := c.mint(ctx, strings.Split(key, ","))
+	if err != nil {
+		e.recordFailure(c.opts.Now(), err, c.opts.RetryBackoff, c.opts.MaxRetryBackoff)
+		return nil, err
+	}
+	e.recordSuccess()
+	if c.generation.Load() == gen {
+		e.token.Store(tok)
+	}
+	return tok, nil
+}
+
+func (c *Cache) refreshInBackground(key string, e *entry) {
+	if !e.mayAttempt(c.opts.Now()) || c.bgCtx.Err() != nil {
+		return
+	}
+	c.bgWG.Add(1)
+	go func() {
+		defer c.bgWG.Done()
+		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
+			// Another refresh may have won the race while this goroutine started.
+			if tok := e.token.Load(); tok != nil && c.opts.Now().Before(tok.RefreshAt()) {
+				return tok, nil
+			}
+			return c.mintAndStore(key, e)
+		})
+		if err != nil && c.opts.OnBackgroundError != nil {
+			c.opts.OnBackgroundError(key, err)
+		}
+	}()
+}
+
+func (e *entry) readSince(t time.Time) bool { return e.lastUsed.Load() >= t.UnixNano() }
+
+func (e *entry) mayAttempt(now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return !now.Before(e.nextAttempt)
+}
+
+func (e *entry) recordFailure(now time.Time, err error, base, limit time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failures++
+	wait := base << min(e.failures-1, 20)
+	if wait <= 0 || wait > limit {
+		wait = limit
+	}
+	e.lastErr, e.lastErrAt, e.nextAttempt = err, now, now.Add(wait)
+}
+
+func (e *entry) recordSuccess() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.failures, e.lastErr, e.lastErrAt, e.nextAttempt = 0, nil, time.Time{}, time.Time{}
+}

@@ -1,0 +1,277 @@
+package adobeims
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
+)
+
+const configStorageKey = "config"
+
+const (
+	keyClientID        = "client_id"
+	keyClientSecret    = "client_secret"
+	keyScopes          = "scopes"
+	keyIMSURL          = "ims_url"
+	keyOrgID           = "org_id"
+	keyCredentialID    = "credential_id"
+	keyIOManagementURL = "io_management_url"
+	keyVerify          = "verify"
+)
+
+const (
+	descClientID     = `Client ID of the OAuth Server-to-Server credential, as the Adobe Developer Console shows it. Required.`
+	descClientSecret = `Client secret of the credential. Required when creating the config. Write-only: never returned, logged or put in an error. Changing client_id requires giving the new credential's secret too.`
+	descScopes       = `Comma-separated scopes the Developer Console shows for this credential, e.g. "openid,AdobeID,firefly_api,ff_apis". Required. "creds" mints tokens with exactly these; roles may use any subset.`
+	descIMSURL       = `Base URL of Adobe IMS. Defaults to "` + ims.DefaultURL + `". Must be https; plain http is accepted only for loopback hosts.`
+	descOrgID        = `Adobe organization ID (e.g. "1234ABCD@AdobeOrg"), shown in the Developer Console project URL. Needed only for client-secret rotation.`
+	descCredentialID = `Developer Console credential ID, shown in the credential's URL. Needed only for client-secret rotation.`
+	descIOMgmtURL    = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url.`
+	descVerify       = `Mint one token with "scopes" before saving, and save nothing if IMS refuses. Defaults to true; not stored. Set false only to stage a config while IMS is unreachable.`
+)
+
+const (
+	maxClientIDLength     = 255
+	maxClientSecretLength = 1024
+	maxScopes             = 100
+	maxScopeLength        = 200
+)
+
+// config is the stored credential. It lives under a seal-wrapped key.
+type config struct {
+	ClientID        string   `json:"client_id"`
+	ClientSecret    string   `json:"client_secret"`
+	Scopes          []string `json:"scopes"`
+	IMSURL          string   `json:"ims_url"`
+	OrgID           string   `json:"org_id,omitempty"`
+	CredentialID    string   `json:"credential_id,omitempty"`
+	IOManagementURL string   `json:"io_management_url"`
+}
+
+func pathConfig(b *backend) *framework.Path {
+	return &framework.Path{
+		Pattern: "config",
+		DisplayAttrs: &framework.DisplayAttributes{
+			OperationPrefix: operationPrefix,
+		},
+		Fields: map[string]*framework.FieldSchema{
+			keyClientID:     {Type: framework.TypeString, Description: descClientID},
+			keyClientSecret: {Type: framework.TypeString, Description: descClientSecret, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+			keyScopes:       {Type: framework.TypeCommaStringSlice, Description: descScopes},
+			keyIMSURL:       {Type: framework.TypeString, Description: descIMSURL, Default: ims.DefaultURL},
+			keyOrgID:        {Type: framework.TypeString, Description: descOrgID},
+			keyCredentialID: {Type: framework.TypeString, Description: descCredentialID},
+			keyIOManagementURL: {
+				Type: framework.TypeString, Description: descIOMgmtURL, Default: ims.DefaultManagementURL,
+			},
+			keyVerify: {Type: framework.TypeBool, Description: descVerify, Default: true},
+		},
+		ExistenceCheck: b.configExists,
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.ReadOperation: &framework.PathOperation{
+				Callback:     b.pathConfigRead,
+				DisplayAttrs: &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "read"},
+				Summary:      "Read the credential's settings; the client secret is never returned.",
+			},
+			logical.CreateOperation: &framework.PathOperation{
+				Callback:                    b.pathConfigWrite,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "configure"},
+				Summary:                     "Store the credential, after minting one token with it unless verify=false.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:                    b.pathConfigWrite,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "configure"},
+				Summary:                     "Change the fields given, after minting one token with the result unless verify=false.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+			logical.DeleteOperation: &framework.PathOperation{
+				Callback:                    b.pathConfigDelete,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "delete"},
+				Summary:                     "Delete the credential and drop every cached token.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis: "The Adobe Developer Console OAuth Server-to-Server credential that tokens are minted with.",
+		HelpDescription: `Holds the client ID and client secret of one OAuth Server-to-Server credential,
+the scopes it was granted, and the IMS URL. The client secret is write-only and
+stored seal-wrapped. Writes change only the fields given; each write mints one
+token first (verify=true) so a wrong secret or scope is refused before it is
+saved. Changing or deleting the config drops every cached token; leases already
+issued keep their tokens until they end.`,
+	}
+}
+
+func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *framework.FieldData) (bool, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	return cfg != nil, err
+}
+
+func getConfig(ctx context.Context, s logical.Storage) (*config, error) {
+	entry, err := s.Get(ctx, configStorageKey)
+	if err != nil {
+		return nil, fmt.Errorf("reading config from storage: %w", err)
+	}
+	if entry == nil {
+		return nil, nil
+	}
+	cfg := &config{}
+	if err := entry.DecodeJSON(cfg); err != nil {
+		return nil, fmt.Errorf("decoding stored config: %w", err)
+	}
+	return cfg, nil
+}
+
+func putConfig(ctx context.Context, s logical.Storage, cfg *config) error {
+	entry, err := logical.StorageEntryJSON(configStorageKey, cfg)
+	if err != nil {
+		return fmt.Errorf("encoding config: %w", err)
+	}
+	if err := s.Put(ctx, entry); err != nil {
+		return fmt.Errorf("writing config to storage: %w", err)
+	}
+	return nil
+}
+
+func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	cfg, err := getConfig(ctx, req.Storage)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	return &logical.Response{Data: map[string]any{
+		keyClientID:        cfg.ClientID,
+		keyScopes:          cfg.Scopes,
+		keyIMSURL:          cfg.IMSURL,
+		keyOrgID:           cfg.OrgID,
+		keyCredentialID:    cfg.CredentialID,
+		keyIOManagementURL: cfg.IOManagementURL,
+	}}, nil
+}
+
+func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if err := rejectUnknownFields(d); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	old, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := mergeConfig(old, d)
+	if err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	if err := checkRolesFitScopes(ctx, req.Storage, cfg.Scopes); err != nil {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+
+	var verified *tokencache.Token
+	if d.Get(keyVerify).(bool) {
+		verified, err = b.mint(ctx, b.newIMSClient(cfg), cfg.Scopes)
+		if err != nil {
+			return imsErrorResponse("verifying the credential (nothing was saved; set verify=false to save without minting a token)", err)
+		}
+	}
+
+	if err := putConfig(ctx, req.Storage, cfg); err != nil {
+		return nil, err
+	}
+	b.resetClient()
+	if verified != nil {
+		b.cache.Put(verified)
+	}
+	return nil, nil
+}
+
+// mergeConfig applies the fields given in d to a copy of old (nil when
+// creating) and validates the result.
+func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
+	cfg := &config{IMSURL: ims.DefaultURL, IOManagementURL: ims.DefaultManagementURL}
+	if old != nil {
+		c := *old
+		cfg = &c
+		cfg.Scopes = slices.Clone(old.Scopes)
+	}
+
+	if v, ok := d.GetOk(keyClientID); ok {
+		id := strings.TrimSpace(v.(string))
+		if err := validateClientID(id); err != nil {
+			return nil, err
+		}
+		if old != nil && id != old.ClientID {
+			if _, ok := d.GetOk(keyClientSecret); !ok {
+				return nil, fmt.Errorf("client_id changes from %q to %q: also give the client_secret of the new credential", old.ClientID, id)
+			}
+		}
+		cfg.ClientID = id
+	}
+	if v, ok := d.GetOk(keyClientSecret); ok {
+		if err := validateClientSecret(v.(string)); err != nil {
+			return nil, err
+		}
+		cfg.ClientSecret = v.(string)
+	}
+	if v, ok := d.GetOk(keyScopes); ok {
+		scopes, err := validateScopes(keyScopes, v.([]string))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Scopes = scopes
+	}
+	for _, u := range []struct {
+		key string
+		dst *string
+	}{{keyIMSURL, &cfg.IMSURL}, {keyIOManagementURL, &cfg.IOManagementURL}} {
+		if v, ok := d.GetOk(u.key); ok {
+			parsed, err := ims.ParseBaseURL(u.key, v.(string))
+			if err != nil {
+				return nil, err
+			}
+			*u.dst = parsed
+		}
+	}
+	if v, ok := d.GetOk(keyOrgID); ok {
+		if err := validateIdentifier(keyOrgID, v.(string), true); err != nil {
+			return nil, err
+		}
+		cfg.OrgID = v.(string)
+	}
+	if v, ok := d.GetOk(keyCredentialID); ok {
+		if err := validateIdentifier(keyCredentialID, v.(string), true); err != nil {
+			return nil, err
+		}
+		cfg.CredentialID = v.(string)
+	}
+
+	var missing []string
+	if cfg.ClientID == "" {
+		missing = append(missing, keyClientID)
+	}
+	if cfg.ClientSecret == "" {
+		missing = append(missing, keyClientSecret)
+	}
+	if len(cfg.Scopes) == 0 {
+		missing = append(missing, keyScopes)
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing required field(s) %s: the config needs client_id, client_secret and scopes from the Adobe Developer Console credential", strings.Join(missing, ", "))
+	}
+	return cfg, nil
+}
+
+func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
+		return nil, fmt.Errorf("deleting config: %w", err)
+	}
+	b.resetClient()
+	return nil, nil
+}

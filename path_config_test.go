@@ -1,0 +1,201 @@
+package adobeims
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+)
+
+func TestConfigCreateReadNeverReturnsSecret(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"org_id": "ABC123@AdobeOrg", "credential_id": "cred-1"})
+
+	resp := e.mustOK(e.read("config"))
+	want := map[string]any{
+		"client_id": testClientID, "scopes": strings.Split(testScopes, ","), "ims_url": e.srv.URL,
+		"org_id": "ABC123@AdobeOrg", "credential_id": "cred-1", "io_management_url": "https://api.adobe.io",
+	}
+	if !reflect.DeepEqual(resp.Data, want) {
+		t.Fatalf("config read = %#v\nwant %#v", resp.Data, want)
+	}
+	if got := e.emu.Stats().TokenRequests; got != 1 {
+		t.Fatalf("verify made %d IMS token requests, want 1", got)
+	}
+}
+
+func TestConfigIsSealWrapped(t *testing.T) {
+	e := newTestEnv(t)
+	if got := e.b.PathsSpecial.SealWrapStorage; !reflect.DeepEqual(got, []string{"config"}) {
+		t.Fatalf("SealWrapStorage = %v, want [config]", got)
+	}
+}
+
+func TestConfigPartialUpdateKeepsOtherFields(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	e.mustOK(e.write("config", map[string]any{"scopes": "openid,AdobeID"}))
+
+	resp := e.mustOK(e.read("config"))
+	if got := resp.Data["scopes"]; !reflect.DeepEqual(got, []string{"openid", "AdobeID"}) {
+		t.Fatalf("scopes = %v", got)
+	}
+	if resp.Data["client_id"] != testClientID || resp.Data["ims_url"] != e.srv.URL {
+		t.Fatalf("other fields changed: %#v", resp.Data)
+	}
+	// The stored secret still works: a token can be minted without giving it again.
+	e.creds("creds")
+}
+
+func TestConfigVerifyRefusalSavesNothing(t *testing.T) {
+	cases := []struct {
+		name string
+		data map[string]any
+		want []string
+	}{
+		{"wrong secret", map[string]any{"client_secret": "wrong-secret"}, []string{"invalid_client", "x-debug-id", "nothing was saved"}},
+		{"unknown client", map[string]any{"client_id": "other-client", "client_secret": "wrong-secret"}, []string{"invalid_client"}},
+		{"scope not granted", map[string]any{"scopes": "openid,not_granted"}, []string{"invalid_scope"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			data := map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "scopes": testScopes, "ims_url": e.srv.URL}
+			for k, v := range tc.data {
+				data[k] = v
+			}
+			resp, err := e.write("config", data)
+			if err != nil || resp == nil || !resp.IsError() {
+				t.Fatalf("want a 400 error response, got %#v, %v", resp, err)
+			}
+			e.mustFail(resp, err, tc.want...)
+			if got := e.mustOK(e.read("config")); got != nil {
+				t.Fatalf("a refused config was stored: %#v", got.Data)
+			}
+		})
+	}
+}
+
+func TestConfigVerifyFalseMakesNoIMSRequest(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false, "client_secret": "not-checked"})
+	if got := e.emu.Stats().TokenRequests; got != 0 {
+		t.Fatalf("verify=false made %d IMS requests", got)
+	}
+	if e.mustOK(e.read("config")) == nil {
+		t.Fatal("config not stored")
+	}
+}
+
+func TestConfigVerifyIMSDownIs502(t *testing.T) {
+	e := newTestEnv(t)
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: 503})
+	resp, err := e.write("config", map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "scopes": testScopes, "ims_url": e.srv.URL})
+	msg := e.mustFail(resp, err, "503", "nothing was saved")
+	if err == nil || !strings.Contains(msg, "verifying") {
+		t.Fatalf("want a 502 coded error, got resp %#v err %v", resp, err)
+	}
+}
+
+func TestConfigBadInputChangesNothing(t *testing.T) {
+	cases := []struct {
+		name string
+		data map[string]any
+		want string
+	}{
+		{"empty client_id", map[string]any{"client_id": ""}, "client_id is empty"},
+		{"client_id with space", map[string]any{"client_id": "abc def", "client_secret": "x"}, "characters an Adobe identifier cannot have"},
+		{"oversized client_id", map[string]any{"client_id": strings.Repeat("a", 300), "client_secret": "x"}, "at most 255"},
+		{"client_id change without secret", map[string]any{"client_id": "other"}, "also give the client_secret"},
+		{"secret with newline", map[string]any{"client_secret": "abc\n"}, "whitespace"},
+		{"empty secret", map[string]any{"client_secret": ""}, "client_secret is empty"},
+		{"space-separated scopes", map[string]any{"scopes": "openid AdobeID"}, "separated by commas"},
+		{"empty scope item", map[string]any{"scopes": "openid,,AdobeID"}, "item 2 is empty"},
+		{"duplicate scope", map[string]any{"scopes": "openid,openid"}, "twice"},
+		{"empty scopes", map[string]any{"scopes": ""}, "scopes is empty"},
+		{"http to remote host", map[string]any{"ims_url": "http://ims.example.com"}, "loopback"},
+		{"url with user info", map[string]any{"ims_url": "https://user:pw@ims.example.com"}, "ims_url"},
+		{"url with query", map[string]any{"ims_url": "https://ims.example.com/?a=b"}, "ims_url"},
+		{"url with fragment", map[string]any{"ims_url": "https://ims.example.com/#x"}, "ims_url"},
+		{"bad io url", map[string]any{"io_management_url": "ftp://api.adobe.io"}, "io_management_url"},
+		{"bad org id", map[string]any{"org_id": "a b"}, "org_id"},
+		{"unknown field", map[string]any{"scope": "openid"}, "unknown field(s) scope"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.configure(nil)
+			before := e.mustOK(e.read("config")).Data
+			requests := e.emu.Stats().TokenRequests
+
+			resp, err := e.write("config", tc.data)
+			if err != nil {
+				t.Fatalf("want a 400 error response, got error %v", err)
+			}
+			e.mustFail(resp, err, tc.want)
+			if after := e.mustOK(e.read("config")).Data; !reflect.DeepEqual(before, after) {
+				t.Fatalf("config changed:\nbefore %#v\nafter  %#v", before, after)
+			}
+			if e.emu.Stats().TokenRequests != requests {
+				t.Fatal("bad input reached IMS")
+			}
+			e.creds("creds") // the stored secret is untouched
+		})
+	}
+}
+
+func TestConfigCreateRequiresFields(t *testing.T) {
+	e := newTestEnv(t)
+	resp, err := e.write("config", map[string]any{"client_id": testClientID})
+	e.mustFail(resp, err, "client_secret", "scopes")
+}
+
+func TestConfigScopeChangeMustKeepRolesValid(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	e.mustOK(e.write("roles/ff", map[string]any{"scopes": "firefly_api"}))
+	resp, err := e.write("config", map[string]any{"scopes": "openid,AdobeID"})
+	e.mustFail(resp, err, "ff (needs firefly_api)")
+	if got := e.mustOK(e.read("config")).Data["scopes"]; !reflect.DeepEqual(got, strings.Split(testScopes, ",")) {
+		t.Fatalf("scopes changed to %v", got)
+	}
+}
+
+func TestConfigDeleteDropsTokens(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	e.creds("creds")
+	e.mustOK(e.request("delete", "config", nil))
+	if got := e.mustOK(e.read("config")); got != nil {
+		t.Fatalf("config still there: %#v", got)
+	}
+	resp, err := e.read("creds")
+	e.mustFail(resp, err, "not configured")
+	if len(e.b.cache.States()) != 0 {
+		t.Fatal("cached tokens survived the config delete")
+	}
+}
+
+func TestConfigChangeDropsCachedTokens(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	first := e.creds("creds").Data["access_token"]
+	if again := e.creds("creds").Data["access_token"]; again != first {
+		t.Fatal("shared token not reused")
+	}
+	e.mustOK(e.write("config", map[string]any{"client_secret": testClientSecret, "verify": false}))
+	if after := e.creds("creds").Data["access_token"]; after == first {
+		t.Fatal("config change kept the old token")
+	}
+}
+
+func TestInvalidateConfigDropsTokens(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	first := e.creds("creds").Data["access_token"]
+	e.b.invalidate(t.Context(), "config")
+	if after := e.creds("creds").Data["access_token"]; after == first {
+		t.Fatal("Invalidate(config) kept the old token")
+	}
+}

@@ -1,0 +1,300 @@
+package adobeims
+
+import (
+	"context"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+)
+
+const dayToken = 24*time.Hour - time.Second // what IMS issues
+const dayMargin = 5 * time.Minute           // its safety margin
+
+func TestCredsSharedResponseAndLease(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	resp := e.creds("creds")
+
+	tok, _ := resp.Data["access_token"].(string)
+	if !e.emu.TokenValid(tok) {
+		t.Fatalf("access_token %q is not a token the emulator issued", tok)
+	}
+	if resp.Data["token_type"] != "bearer" {
+		t.Errorf("token_type = %v", resp.Data["token_type"])
+	}
+	if !reflect.DeepEqual(resp.Data["scopes"], strings.Split(testScopes, ",")) {
+		t.Errorf("scopes = %v", resp.Data["scopes"])
+	}
+	expiresAt, err := time.Parse(time.RFC3339, resp.Data["expires_at"].(string))
+	if err != nil || !strings.HasSuffix(resp.Data["expires_at"].(string), "Z") {
+		t.Fatalf("expires_at %v is not RFC 3339 UTC: %v", resp.Data["expires_at"], err)
+	}
+	if d := expiresAt.Sub(e.clock.Now()); d < dayToken-2*time.Second || d > dayToken {
+		t.Errorf("expires_at is %s from now, want about %s", d, dayToken)
+	}
+	if want := dayToken - dayMargin; resp.Secret.TTL != want || resp.Secret.MaxTTL != want {
+		t.Errorf("lease ttl %s max %s, want both %s (expiry less the margin)", resp.Secret.TTL, resp.Secret.MaxTTL, want)
+	}
+	if !resp.Secret.Renewable {
+		t.Error("lease not renewable")
+	}
+	if _, ok := resp.Secret.InternalData["access_token"]; ok {
+		t.Error("a shared lease stores its token in internal data; it needs none")
+	}
+}
+
+func TestCredsSharedReuseAcrossReadersAndRoles(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/a", map[string]any{"scopes": "firefly_api,openid"}))
+	e.mustOK(e.write("roles/b", map[string]any{"scopes": "openid,firefly_api", "ttl": "10m"}))
+
+	a := e.creds("creds/a").Data["access_token"]
+	b := e.creds("creds/b").Data["access_token"]
+	if a != b {
+		t.Error("roles with the same scope set in another order got different tokens")
+	}
+	c := e.creds("creds").Data["access_token"]
+	if c == a {
+		t.Error("different scope sets shared a token")
+	}
+	if got := e.emu.Stats().TokenRequests; got != 2 {
+		t.Fatalf("IMS token requests = %d, want 2 (one per scope set)", got)
+	}
+}
+
+func TestCredsRoleCapsLease(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/capped", map[string]any{"scopes": "openid", "ttl": "1h", "max_ttl": "3h"}))
+	resp := e.creds("creds/capped")
+	if resp.Secret.TTL != time.Hour || resp.Secret.MaxTTL != 3*time.Hour {
+		t.Fatalf("lease ttl %s max %s, want 1h and 3h", resp.Secret.TTL, resp.Secret.MaxTTL)
+	}
+}
+
+func TestCredsUnknownRoleAndUnconfigured(t *testing.T) {
+	e := newTestEnv(t)
+	resp, err := e.read("creds")
+	e.mustFail(resp, err, "not configured", "config")
+	e.configure(nil)
+	resp, err = e.read("creds/nope")
+	e.mustFail(resp, err, `role "nope" does not exist`)
+}
+
+func TestRenewNeverPassesTokenExpiry(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/r", map[string]any{"scopes": "openid", "ttl": "1h"}))
+	lease := e.creds("creds/r").Secret
+	safeEnd := lease.IssueTime.Add(dayToken - dayMargin)
+
+	e.clock.Advance(30 * time.Minute)
+	resp := e.mustOK(e.renew(lease))
+	if resp.Secret.TTL != time.Hour {
+		t.Errorf("renewed ttl %s, want the role's 1h", resp.Secret.TTL)
+	}
+	if want := safeEnd.Sub(lease.IssueTime); resp.Secret.MaxTTL != want {
+		t.Errorf("renewed max ttl %s, want %s (issue time to the token's safe end)", resp.Secret.MaxTTL, want)
+	}
+
+	e.clock.Advance(dayToken - dayMargin - 30*time.Minute - 10*time.Minute) // 10 minutes before the safe end
+	resp = e.mustOK(e.renew(lease))
+	if resp.Secret.TTL != 10*time.Minute {
+		t.Errorf("renewed ttl near the end = %s, want 10m", resp.Secret.TTL)
+	}
+
+	e.clock.Advance(11 * time.Minute)
+	resp, err := e.renew(lease)
+	e.mustFail(resp, err, "cannot be renewed", "read creds/r again")
+}
+
+func TestRenewAfterRoleDeleted(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/r", map[string]any{"scopes": "openid"}))
+	lease := e.creds("creds/r").Secret
+	e.mustOK(e.request("delete", "roles/r", nil))
+	resp, err := e.renew(lease)
+	e.mustFail(resp, err, `role "r" was deleted`)
+}
+
+func TestRenewThroughPluginGRPCTypes(t *testing.T) {
+	// Through Vault's plugin gRPC layer internal data comes back as JSON
+	// types; renew must work on what it gets back.
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	lease := e.creds("creds").Secret
+	var roundTripped map[string]any
+	j, _ := jsonRoundTrip(lease.InternalData)
+	roundTripped = j
+	lease.InternalData = roundTripped
+	e.mustOK(e.renew(lease))
+}
+
+func TestSharedTokenReplacedAheadOfExpiry(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	first := e.creds("creds")
+
+	e.clock.Advance(17 * time.Hour) // past two thirds of the token's life
+	second := e.creds("creds")
+	if second.Data["access_token"] != first.Data["access_token"] {
+		t.Fatal("past the refresh point the reader waited for a new token instead of getting the valid one")
+	}
+	if want := dayToken - dayMargin - 17*time.Hour; second.Secret.TTL != want {
+		t.Errorf("lease from an older token: ttl %s, want %s", second.Secret.TTL, want)
+	}
+	waitFor(t, "background replacement", func() bool { return e.emu.Stats().TokensIssued == 2 })
+	waitFor(t, "replacement served", func() bool {
+		return e.creds("creds").Data["access_token"] != first.Data["access_token"]
+	})
+	if got := e.emu.Stats().TokenRequests; got != 2 {
+		t.Fatalf("IMS requests = %d, want 2", got)
+	}
+}
+
+func TestConcurrentColdReadsMakeOneIMSRequest(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.emu.SetLatency(100 * time.Millisecond)
+	const readers = 200
+	var wg sync.WaitGroup
+	tokens := make(chan string, readers)
+	for range readers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.b.HandleRequest(context.Background(), &logical.Request{Operation: logical.ReadOperation, Path: "creds", Storage: e.storage})
+			if err != nil || resp.IsError() {
+				t.Errorf("read failed: %v %v", err, resp)
+				return
+			}
+			tokens <- resp.Data["access_token"].(string)
+		}()
+	}
+	wg.Wait()
+	close(tokens)
+	distinct := map[string]bool{}
+	for tok := range tokens {
+		distinct[tok] = true
+	}
+	if len(distinct) != 1 {
+		t.Errorf("readers got %d distinct tokens, want 1", len(distinct))
+	}
+	if got := e.emu.Stats().TokenRequests; got != 1 {
+		t.Fatalf("%d concurrent cold reads made %d IMS requests, want 1", readers, got)
+	}
+}
+
+func TestDedicatedMintsPerReadAndRevokeInvalidates(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+
+	one, two := e.creds("creds/d"), e.creds("creds/d")
+	t1, t2 := one.Data["access_token"].(string), two.Data["access_token"].(string)
+	if t1 == t2 {
+		t.Fatal("dedicated reads shared a token")
+	}
+	if err := e.revoke(one.Secret); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	if e.emu.TokenValid(t1) {
+		t.Fatal("revoked dedicated token still valid at IMS")
+	}
+	if !e.emu.TokenValid(t2) {
+		t.Fatal("revoking one lease invalidated another")
+	}
+	// Idempotent: revoking again still succeeds.
+	if err := e.revoke(one.Secret); err != nil {
+		t.Fatalf("second revoke: %v", err)
+	}
+	if got := e.emu.Stats().Invalidated; got != 1 {
+		t.Fatalf("IMS invalidated %d tokens, want 1", got)
+	}
+}
+
+func TestSharedRevokeCallsNothingUpstream(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	resp := e.creds("creds")
+	if err := e.revoke(resp.Secret); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.emu.Stats(); s.InvalidateRequests != 0 || !e.emu.TokenValid(resp.Data["access_token"].(string)) {
+		t.Fatalf("shared revoke touched IMS: %+v", s)
+	}
+}
+
+func TestDedicatedRevokeAfterConfigDeleted(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	lease := e.creds("creds/d").Secret
+	e.mustOK(e.request("delete", "config", nil))
+	if err := e.revoke(lease); err != nil {
+		t.Fatalf("revoke with config deleted: %v", err)
+	}
+}
+
+func TestDedicatedRevokeRetriesOnNetworkFailure(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	resp := e.creds("creds/d")
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointInvalidate, Kind: imsemu.KindStatus, Status: http.StatusServiceUnavailable})
+	if err := e.revoke(resp.Secret); err == nil || !strings.Contains(err.Error(), "Vault retries") {
+		t.Fatalf("revoke while IMS is down = %v, want an error so Vault retries", err)
+	}
+	e.emu.SetFault(nil)
+	if err := e.revoke(resp.Secret); err != nil {
+		t.Fatalf("revoke after recovery: %v", err)
+	}
+	if e.emu.TokenValid(resp.Data["access_token"].(string)) {
+		t.Fatal("token still valid after a successful retry")
+	}
+}
+
+func TestIMSErrorsBecomeClearVaultErrors(t *testing.T) {
+	cases := []struct {
+		name  string
+		fault imsemu.Fault
+		want  []string
+	}{
+		{"server error", imsemu.Fault{Kind: imsemu.KindStatus, Status: 500}, []string{"HTTP 500", "x-debug-id"}},
+		{"throttled", imsemu.Fault{Kind: imsemu.KindStatus, Status: 429, RetryAfter: "0"}, []string{"HTTP 429"}},
+		{"invalid client", imsemu.Fault{Kind: imsemu.KindStatus, Status: 400, ErrorCode: "invalid_client"}, []string{"invalid_client", "client_secret"}},
+		{"html page", imsemu.Fault{Kind: imsemu.KindHTML}, []string{"text/html"}},
+		{"no access token", imsemu.Fault{Kind: imsemu.KindNoAccessToken}, []string{"access_token"}},
+		{"zero expires_in", imsemu.Fault{Kind: imsemu.KindExpiresIn, ExpiresInRaw: "0"}, []string{"expires_in"}},
+		{"string expires_in", imsemu.Fault{Kind: imsemu.KindExpiresIn, ExpiresInRaw: `"3600"`}, []string{"expires_in"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.configure(map[string]any{"verify": false})
+			f := tc.fault
+			f.Endpoint = imsemu.EndpointToken
+			e.emu.SetFault(&f)
+			resp, err := e.read("creds")
+			msg := e.mustFail(resp, err, tc.want...)
+			if !strings.Contains(msg, "Adobe IMS") {
+				t.Errorf("error %q does not say IMS failed", msg)
+			}
+			if coded, ok := err.(logical.HTTPCodedError); !ok || coded.Code() != http.StatusBadGateway {
+				t.Errorf("want a 502 coded error, got %T %v", err, err)
+			}
+			if n := len(e.b.cache.States()); n != 0 && e.b.cache.States()[0].ExpiresAt.After(time.Time{}) {
+				t.Error("a failed mint left a token in the cache")
+			}
+		})
+	}
+}

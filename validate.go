@@ -1,0 +1,122 @@
+package adobeims
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"unicode"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+)
+
+// operationPrefix names this plugin's operations in Vault's OpenAPI document.
+const operationPrefix = "adobe-ims"
+
+var errNotConfigured = errors.New(`the Adobe IMS secrets engine is not configured: write client_id, client_secret and scopes to "config" first`)
+
+// rejectUnknownFields refuses fields the path does not define. Vault would
+// only warn and ignore them, which hides typos such as "scope" for "scopes".
+func rejectUnknownFields(d *framework.FieldData) error {
+	var unknown []string
+	for k := range d.Raw {
+		if _, ok := d.Schema[k]; !ok {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	known := make([]string, 0, len(d.Schema))
+	for k := range d.Schema {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	return fmt.Errorf("unknown field(s) %s; this path takes %s", strings.Join(unknown, ", "), strings.Join(known, ", "))
+}
+
+// identifierPattern is what Adobe client IDs, org IDs and credential IDs
+// look like: letters, digits and a few separators, no spaces.
+var identifierPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]*$`)
+
+func validateClientID(id string) error {
+	return validateIdentifier(keyClientID, id, false)
+}
+
+func validateIdentifier(field, v string, optional bool) error {
+	switch {
+	case v == "" && optional:
+		return nil
+	case v == "":
+		return fmt.Errorf("%s is empty: copy it from the Adobe Developer Console credential", field)
+	case len(v) > maxClientIDLength:
+		return fmt.Errorf("%s is %d characters long; at most %d are allowed: check that the right value was pasted", field, len(v), maxClientIDLength)
+	case !identifierPattern.MatchString(v):
+		return fmt.Errorf("%s %q has characters an Adobe identifier cannot have (only letters, digits, '.', '_', '@' and '-'): check that the right value was pasted", field, v)
+	}
+	return nil
+}
+
+// validateClientSecret never quotes the secret back.
+func validateClientSecret(s string) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("client_secret is empty: copy it from the Adobe Developer Console credential")
+	case len(s) > maxClientSecretLength:
+		return fmt.Errorf("client_secret is %d characters long; at most %d are allowed", len(s), maxClientSecretLength)
+	case strings.IndexFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+		return fmt.Errorf("client_secret contains whitespace or control characters: check for a stray newline or space from copying it")
+	}
+	return nil
+}
+
+var scopePattern = regexp.MustCompile(`^[A-Za-z0-9_.:/-]+$`)
+
+// validateScopes checks a scope list and returns it unchanged if it is valid.
+func validateScopes(field string, scopes []string) ([]string, error) {
+	if len(scopes) == 0 {
+		return nil, fmt.Errorf("%s is empty: give a comma-separated list such as \"openid,AdobeID,firefly_api\"", field)
+	}
+	if len(scopes) > maxScopes {
+		return nil, fmt.Errorf("%s has %d items; at most %d are allowed", field, len(scopes), maxScopes)
+	}
+	seen := make(map[string]bool, len(scopes))
+	for i, s := range scopes {
+		switch {
+		case s == "":
+			return nil, fmt.Errorf("%s item %d is empty: remove the extra comma", field, i+1)
+		case strings.ContainsFunc(s, unicode.IsSpace):
+			return nil, fmt.Errorf("%s item %q contains a space: scopes are separated by commas, not spaces", field, s)
+		case len(s) > maxScopeLength:
+			return nil, fmt.Errorf("%s item %d is %d characters long; at most %d are allowed", field, i+1, len(s), maxScopeLength)
+		case !scopePattern.MatchString(s):
+			return nil, fmt.Errorf("%s item %q has characters a scope cannot have (letters, digits, '_', '.', ':', '/' and '-')", field, s)
+		case seen[s]:
+			return nil, fmt.Errorf("%s lists %q twice: list each scope once", field, s)
+		}
+		seen[s] = true
+	}
+	return slices.Clone(scopes), nil
+}
+
+// imsErrorResponse turns an IMS failure into a Vault response. IMS refusing
+// the request (4xx other than 429) is the caller's problem to fix: 400.
+// Everything else means IMS could not serve it: 502.
+func imsErrorResponse(doing string, err error) (*logical.Response, error) {
+	msg := fmt.Sprintf("%s: %v", doing, err)
+	if errors.Is(err, errNotConfigured) {
+		return logical.ErrorResponse(err.Error()), nil
+	}
+	var ie *ims.Error
+	if errors.As(err, &ie) && ie.StatusCode >= 400 && ie.StatusCode < 500 && ie.StatusCode != http.StatusTooManyRequests {
+		return logical.ErrorResponse(msg), nil
+	}
+	return nil, logical.CodedError(http.StatusBadGateway, msg)
+}
