@@ -5,6 +5,7 @@ package adobeims
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -94,11 +95,15 @@ func newBackend(opts backendOptions) *backend {
 			[]*framework.Path{pathConfig(b)},
 			pathRoles(b),
 			pathCreds(b),
+			pathRotate(b),
 		),
 		Secrets:        []*framework.Secret{secretToken(b)},
-		Invalidate:     b.invalidate,
-		Clean:          b.clean,
-		RunningVersion: Version,
+		Invalidate:        b.invalidate,
+		Clean:             b.clean,
+		PeriodicFunc:      b.periodic,
+		WALRollback:       b.walRollback,
+		WALRollbackMinAge: walRollbackMinAge,
+		RunningVersion:    Version,
 	}
 	return b
 }
@@ -116,6 +121,22 @@ func (b *backend) invalidate(_ context.Context, key string) {
 		// unknown here, so drop them all; they are re-minted on demand.
 		b.cache.Purge()
 	}
+}
+
+// periodic runs about once a minute on every node. Refreshing shared tokens
+// touches no storage, so every node keeps its own cache warm; rotation writes
+// storage and runs only where that is allowed.
+func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
+	var errs []error
+	if err := b.refreshSharedTokens(ctx, req.Storage); err != nil {
+		errs = append(errs, err)
+	}
+	if b.WriteSafeReplicationState() {
+		if err := b.rotateIfDue(ctx, req.Storage); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (b *backend) clean(context.Context) {
