@@ -81,7 +81,7 @@ func newBackend(opts backendOptions) *backend {
 		Now:         opts.now,
 		MintTimeout: imsCallBound,
 		OnBackgroundError: func(scopes string, err error) {
-			b.Logger().Warn("background refresh of a shared token failed; the current token is served until its safe end",
+			b.logger("refresh").Warn("background refresh of a shared token failed; the current token is served until its safe end",
 				"scopes", scopes, "error", err)
 		},
 	})
@@ -96,8 +96,9 @@ func newBackend(opts backendOptions) *backend {
 			pathRoles(b),
 			pathCreds(b),
 			pathRotate(b),
+			pathInfo(b),
 		),
-		Secrets:        []*framework.Secret{secretToken(b)},
+		Secrets:           []*framework.Secret{secretToken(b)},
 		Invalidate:        b.invalidate,
 		Clean:             b.clean,
 		PeriodicFunc:      b.periodic,

@@ -262,39 +262,3 @@ func TestDedicatedRevokeRetriesOnNetworkFailure(t *testing.T) {
 		t.Fatal("token still valid after a successful retry")
 	}
 }
-
-func TestIMSErrorsBecomeClearVaultErrors(t *testing.T) {
-	cases := []struct {
-		name  string
-		fault imsemu.Fault
-		want  []string
-	}{
-		{"server error", imsemu.Fault{Kind: imsemu.KindStatus, Status: 500}, []string{"HTTP 500", "x-debug-id"}},
-		{"throttled", imsemu.Fault{Kind: imsemu.KindStatus, Status: 429, RetryAfter: "0"}, []string{"HTTP 429"}},
-		{"invalid client", imsemu.Fault{Kind: imsemu.KindStatus, Status: 400, ErrorCode: "invalid_client"}, []string{"invalid_client", "client_secret"}},
-		{"html page", imsemu.Fault{Kind: imsemu.KindHTML}, []string{"text/html"}},
-		{"no access token", imsemu.Fault{Kind: imsemu.KindNoAccessToken}, []string{"access_token"}},
-		{"zero expires_in", imsemu.Fault{Kind: imsemu.KindExpiresIn, ExpiresInRaw: "0"}, []string{"expires_in"}},
-		{"string expires_in", imsemu.Fault{Kind: imsemu.KindExpiresIn, ExpiresInRaw: `"3600"`}, []string{"expires_in"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newTestEnv(t)
-			e.configure(map[string]any{"verify": false})
-			f := tc.fault
-			f.Endpoint = imsemu.EndpointToken
-			e.emu.SetFault(&f)
-			resp, err := e.read("creds")
-			msg := e.mustFail(resp, err, tc.want...)
-			if !strings.Contains(msg, "Adobe IMS") {
-				t.Errorf("error %q does not say IMS failed", msg)
-			}
-			if coded, ok := err.(logical.HTTPCodedError); !ok || coded.Code() != http.StatusBadGateway {
-				t.Errorf("want a 502 coded error, got %T %v", err, err)
-			}
-			if n := len(e.b.cache.States()); n != 0 && e.b.cache.States()[0].ExpiresAt.After(time.Time{}) {
-				t.Error("a failed mint left a token in the cache")
-			}
-		})
-	}
-}

@@ -1,0 +1,67 @@
+package adobeims
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestInfoShowsStateButNeverTheToken(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/r", map[string]any{"scopes": "openid"}))
+	tok := e.creds("creds/r").Data["access_token"].(string)
+	e.creds("creds/r")
+
+	resp := e.mustOK(e.read("info"))
+	if strings.Contains(dump(resp, nil), tok) {
+		t.Fatal("info shows the shared token")
+	}
+	d := resp.Data
+	if d["version"] != Version || d["client_id"] != testClientID || d["ims_url"] != e.srv.URL || d["configured"] != true {
+		t.Errorf("info = %#v", d)
+	}
+	counters := d["counters"].(map[string]any)
+	if counters["shared_reads"] != uint64(2) || counters["cache_hits"] != uint64(1) || counters["ims_token_requests"] != uint64(1) {
+		t.Errorf("counters = %#v", counters)
+	}
+	tokens := d["shared_tokens"].([]map[string]any)
+	if len(tokens) != 1 {
+		t.Fatalf("shared_tokens = %#v", tokens)
+	}
+	st := tokens[0]
+	expires, err := time.Parse(time.RFC3339, st["expires_at"].(string))
+	if err != nil || expires.Sub(e.clock.Now()) < 23*time.Hour {
+		t.Errorf("expires_at %v: %v", st["expires_at"], err)
+	}
+	if st["refresh_at"] == "" || st["last_read"] == "" || st["last_error"] != "" {
+		t.Errorf("token state = %#v", st)
+	}
+}
+
+func TestMetricsPrometheusText(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.creds("creds")
+	e.creds("creds")
+
+	resp := e.mustOK(e.read("metrics"))
+	if ct := resp.Data["http_content_type"]; !strings.HasPrefix(ct.(string), "text/plain; version=0.0.4") {
+		t.Errorf("content type %v", ct)
+	}
+	body := string(resp.Data["http_raw_body"].([]byte))
+	for _, want := range []string{
+		"# TYPE adobe_ims_token_requests_total counter\nadobe_ims_token_requests_total 1\n",
+		"adobe_ims_shared_reads_total 2\n",
+		"adobe_ims_cache_hits_total 1\n",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q:\n%s", want, body)
+		}
+	}
+	for _, line := range strings.Split(strings.TrimSpace(body), "\n") {
+		if !strings.HasPrefix(line, "# HELP adobe_ims_") && !strings.HasPrefix(line, "# TYPE adobe_ims_") && !strings.HasPrefix(line, "adobe_ims_") {
+			t.Errorf("line %q is not Prometheus text for this plugin", line)
+		}
+	}
+}
