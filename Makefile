@@ -8,7 +8,9 @@ BIN          := $(CURDIR)/bin
 GO_PACKAGES  := $(shell go list ./... | grep -v /e2e)
 STATICCHECK  := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build emulator vault test unit e2e fmt lint demo demo-stop clean
+DIST         ?= $(CURDIR)/dist
+
+.PHONY: all build emulator vault test unit e2e fmt lint demo demo-stop release bench clean
 
 all: build
 
@@ -48,5 +50,14 @@ demo: build emulator vault
 demo-stop:
 	@./scripts/demo.sh stop
 
+## release: static binaries for linux and darwin on amd64 and arm64, and SHA256SUMS, into dist/
+release:
+	./scripts/release.sh $(VERSION) $(DIST)
+
+## bench: in-process Go benchmarks, then the load program against a real Vault (see BENCHMARKS.md)
+bench: vault
+	go test -run '^$$' -bench . -benchmem . ./internal/tokencache/
+	VAULT_BINARY="$$(./scripts/vault.sh)" go run ./bench/loadbench
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)

@@ -58,8 +58,9 @@ func pathRoles(b *backend) []*framework.Path {
 			},
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ListOperation: &framework.PathOperation{
-					Callback: b.pathRolesList,
-					Summary:  "List the roles.",
+					Callback:     b.pathRolesList,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "list"},
+					Summary:      "List the roles.",
 				},
 			},
 			HelpSynopsis:    "List the roles.",
@@ -84,8 +85,9 @@ func pathRoles(b *backend) []*framework.Path {
 			ExistenceCheck: b.roleExists,
 			Operations: map[logical.Operation]framework.OperationHandler{
 				logical.ReadOperation: &framework.PathOperation{
-					Callback: b.pathRoleRead,
-					Summary:  "Read a role.",
+					Callback:     b.pathRoleRead,
+					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
+					Summary:      "Read a role.",
 				},
 				logical.CreateOperation: &framework.PathOperation{
 					Callback:                    b.pathRoleWrite,
