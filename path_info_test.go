@@ -65,3 +65,27 @@ func TestMetricsPrometheusText(t *testing.T) {
 		}
 	}
 }
+
+func TestIMSCallsAreLoggedAtDebugWithoutSecrets(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	lease := e.creds("creds/d").Secret
+	if err := e.revoke(lease); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	for _, op := range []string{"op=token", "op=invalidate"} {
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, "[DEBUG] ims: adobe request attempt") && strings.Contains(line, op) &&
+				strings.Contains(line, "status=200") && strings.Contains(line, "duration=") && strings.Contains(line, "x_debug_id=") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no debug line for %s with status, duration and x_debug_id in:\n%s", op, logs)
+		}
+	}
+	// newTestEnv's cleanup searches the same log for the secret and every token.
+}
