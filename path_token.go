@@ -215,6 +215,11 @@ func (b *backend) tokenRenew(ctx context.Context, req *logical.Request, _ *frame
 	}
 	resp := &logical.Response{Secret: req.Secret}
 	resp.Secret.TTL, resp.Secret.MaxTTL = leaseBounds(r, safeEnd.Sub(now), safeEnd.Sub(req.Secret.IssueTime))
+	if r.TTL > 0 {
+		// A client's increment overrides the TTL returned here; only MaxTTL,
+		// counted from issue, binds it. Keep the role's ttl a real cap.
+		resp.Secret.MaxTTL = min(resp.Secret.MaxTTL, now.Sub(req.Secret.IssueTime)+r.TTL)
+	}
 	return resp, nil
 }
 

@@ -101,14 +101,17 @@ func TestRenewNeverPassesTokenExpiry(t *testing.T) {
 	if resp.Secret.TTL != time.Hour {
 		t.Errorf("renewed ttl %s, want the role's 1h", resp.Secret.TTL)
 	}
-	if want := safeEnd.Sub(lease.IssueTime); resp.Secret.MaxTTL != want {
-		t.Errorf("renewed max ttl %s, want %s (issue time to the token's safe end)", resp.Secret.MaxTTL, want)
+	if want := 30*time.Minute + time.Hour; resp.Secret.MaxTTL != want {
+		t.Errorf("renewed max ttl %s, want %s: an increment must not pass the role's ttl from now", resp.Secret.MaxTTL, want)
 	}
 
 	e.clock.Advance(dayToken - dayMargin - 30*time.Minute - 10*time.Minute) // 10 minutes before the safe end
 	resp = e.mustOK(e.renew(lease))
 	if resp.Secret.TTL != 10*time.Minute {
 		t.Errorf("renewed ttl near the end = %s, want 10m", resp.Secret.TTL)
+	}
+	if want := safeEnd.Sub(lease.IssueTime); resp.Secret.MaxTTL != want {
+		t.Errorf("renewed max ttl %s, want %s (issue time to the token's safe end)", resp.Secret.MaxTTL, want)
 	}
 
 	e.clock.Advance(11 * time.Minute)
