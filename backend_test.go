@@ -202,15 +202,25 @@ func dump(resp *logical.Response, err error) string {
 	return b.String()
 }
 
+// fakeClock is a settable clock; with a step, every reading advances it,
+// which plays a slow upstream without sleeping.
 type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
+	mu   sync.Mutex
+	now  time.Time
+	step time.Duration
 }
 
 func (c *fakeClock) Now() time.Time {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.now = c.now.Add(c.step)
 	return c.now
+}
+
+func (c *fakeClock) SetStep(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.step = d
 }
 
 func (c *fakeClock) Advance(d time.Duration) {

@@ -265,3 +265,18 @@ func TestDedicatedRevokeRetriesOnNetworkFailure(t *testing.T) {
 		t.Fatal("token still valid after a successful retry")
 	}
 }
+
+func TestTokenAtItsEndIsNeverLeased(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	// IMS answers with a token whose safe end has passed by the time the
+	// answer arrives: 5s of life, 0.5s margin, 5s late.
+	e.emu.SetExpiresIn(5 * time.Second)
+	e.clock.SetStep(5 * time.Second) // each look at the clock is 5s later
+	resp, err := e.read("creds/d")
+	e.mustFail(resp, err, "too soon to lease")
+	if resp != nil && resp.Secret != nil {
+		t.Fatalf("a lease was issued: %#v", resp.Secret)
+	}
+}

@@ -128,8 +128,9 @@ type vaultServer struct {
 	token   string
 	client  *api.Client
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has ended
 }
 
 type vaultOptions struct {
@@ -202,8 +203,10 @@ func (v *vaultServer) start(args []string) {
 	if err := cmd.Start(); err != nil {
 		v.t.Fatalf("starting vault: %v", err)
 	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
 	v.mu.Lock()
-	v.cmd = cmd
+	v.cmd, v.exited = cmd, exited
 	v.mu.Unlock()
 	v.t.Cleanup(func() {
 		v.stop()
@@ -218,26 +221,32 @@ func (v *vaultServer) start(args []string) {
 // stop ends the server and waits for it.
 func (v *vaultServer) stop() {
 	v.mu.Lock()
-	cmd := v.cmd
+	cmd, exited := v.cmd, v.exited
 	v.cmd = nil
 	v.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		<-done
+		<-exited
 	}
 }
 
 func (v *vaultServer) waitUp() {
 	v.t.Helper()
+	v.mu.Lock()
+	exited := v.exited
+	v.mu.Unlock()
 	eventually(v.t, 60*time.Second, "vault to answer on "+v.addr, func() error {
+		select {
+		case <-exited:
+			v.t.Fatalf("vault exited while starting; its log:\n%s", tail([]byte(v.logText()), 4096))
+		default:
+		}
 		_, err := v.client.Sys().Health()
 		return err
 	})
