@@ -148,15 +148,13 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	// Vault reads a zero TTL as "the mount's default", which would let the
 	// lease outlive the token: a token already at its safe end (a slow IMS
 	// answer with a short-lived token) is never leased.
-	if left := tok.SafeEnd().Sub(b.opts.now()); left < minLeaseTTL {
-		return nil, logical.CodedError(502, fmt.Sprintf("the token Adobe IMS issued expires at %s, too soon to lease (its safe end is %s away); read again, and check the IMS latency and this host's clock if it persists",
-			tok.ExpiresAt.UTC().Format(time.RFC3339), left.Round(time.Millisecond)))
+	if left := tok.SafeEnd().Sub(b.opts.now()); left <= 0 {
+		return nil, logical.CodedError(502, fmt.Sprintf("the token Adobe IMS issued expires at %s, too soon to lease (its safe end passed %s ago); read again, and check the IMS latency and this host's clock if it persists",
+			tok.ExpiresAt.UTC().Format(time.RFC3339), (-left).Round(time.Millisecond)))
 	}
 	return b.credsResponse(cr, conn.config.ClientID, tok), nil
 }
 
-// minLeaseTTL is the shortest lease handed out; Vault counts in seconds.
-const minLeaseTTL = time.Second
 
 func (b *backend) credsResponse(cr credsRequest, clientID string, tok *tokencache.Token) *logical.Response {
 	internal := map[string]any{
