@@ -108,15 +108,21 @@ type emulator struct {
 
 func startEmulator(t *testing.T, expiresIn time.Duration) *emulator {
 	t.Helper()
-	emu := imsemu.New(imsemu.Config{
+	emu := newEmulator(expiresIn)
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	return &emulator{Emulator: emu, URL: srv.URL}
+}
+
+// newEmulator is the emulator every e2e test uses: the test credential,
+// granted the Firefly and the I/O Management scopes.
+func newEmulator(expiresIn time.Duration) *imsemu.Emulator {
+	return imsemu.New(imsemu.Config{
 		ClientID:     testClientID,
 		ClientSecret: testClientSecret,
 		Scopes:       append(strings.Split(fireflyScopes, ","), imsemu.ManagementScopes()...),
 		ExpiresIn:    expiresIn,
 	})
-	srv := httptest.NewServer(emu)
-	t.Cleanup(srv.Close)
-	return &emulator{Emulator: emu, URL: srv.URL}
 }
 
 // vaultServer is one `vault server` process on loopback ports.

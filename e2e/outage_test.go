@@ -43,12 +43,7 @@ type otEmulator struct {
 
 func otStartEmulator(t *testing.T, expiresIn time.Duration) *otEmulator {
 	t.Helper()
-	emu := imsemu.New(imsemu.Config{
-		ClientID:     testClientID,
-		ClientSecret: testClientSecret,
-		Scopes:       append(strings.Split(fireflyScopes, ","), imsemu.ManagementScopes()...),
-		ExpiresIn:    expiresIn,
-	})
+	emu := newEmulator(expiresIn)
 	srv := httptest.NewServer(emu)
 	e := &otEmulator{Emulator: emu, URL: srv.URL, addr: srv.Listener.Addr().String(), t: t, srv: srv}
 	t.Cleanup(e.down)
