@@ -3,8 +3,10 @@ package adobeims
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -53,6 +55,13 @@ type config struct {
 	OrgID           string   `json:"org_id,omitempty"`
 	CredentialID    string   `json:"credential_id,omitempty"`
 	IOManagementURL string   `json:"io_management_url"`
+
+	// Rotation. The uuid names the stored secret at Adobe, so that rotation
+	// deletes only the secret Vault holds; it is empty until Vault rotates.
+	ClientSecretUUID  string        `json:"client_secret_uuid,omitempty"`
+	LastRotation      time.Time     `json:"last_rotation,omitzero"`
+	RotationPeriod    time.Duration `json:"rotation_period,omitempty"`
+	RotationEnabledAt time.Time     `json:"rotation_enabled_at,omitzero"`
 }
 
 func pathConfig(b *backend) *framework.Path {
@@ -71,7 +80,8 @@ func pathConfig(b *backend) *framework.Path {
 			keyIOManagementURL: {
 				Type: framework.TypeString, Description: descIOMgmtURL, Default: ims.DefaultManagementURL,
 			},
-			keyVerify: {Type: framework.TypeBool, Description: descVerify, Default: true},
+			keyVerify:         {Type: framework.TypeBool, Description: descVerify, Default: true},
+			keyRotationPeriod: {Type: framework.TypeDurationSecond, Description: descRotationPeriod},
 		},
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
@@ -82,14 +92,14 @@ func pathConfig(b *backend) *framework.Path {
 			},
 			logical.CreateOperation: &framework.PathOperation{
 				Callback:                    b.pathConfigWrite,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "configure"},
+				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "write"},
 				Summary:                     "Store the credential, after minting one token with it unless verify=false.",
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
 			},
 			logical.UpdateOperation: &framework.PathOperation{
 				Callback:                    b.pathConfigWrite,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "configure"},
+				DisplayAttrs:                &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "write"},
 				Summary:                     "Change the fields given, after minting one token with the result unless verify=false.",
 				ForwardPerformanceStandby:   true,
 				ForwardPerformanceSecondary: true,
@@ -148,14 +158,20 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	return &logical.Response{Data: map[string]any{
+	st, err := getRotationStatus(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]any{
 		keyClientID:        cfg.ClientID,
 		keyScopes:          cfg.Scopes,
 		keyIMSURL:          cfg.IMSURL,
 		keyOrgID:           cfg.OrgID,
 		keyCredentialID:    cfg.CredentialID,
 		keyIOManagementURL: cfg.IOManagementURL,
-	}}, nil
+	}
+	maps.Copy(data, rotationState(cfg, st))
+	return &logical.Response{Data: data}, nil
 }
 
 func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
@@ -173,6 +189,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := checkRolesFitScopes(ctx, req.Storage, cfg.Scopes); err != nil {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	scheduleRotation(cfg, old, b.opts.now())
 
 	var verified *tokencache.Token
 	if d.Get(keyVerify).(bool) {
@@ -182,12 +199,35 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
+	// A rotation that finished while this write was being verified stored a
+	// new secret and deleted the one merged into cfg: saving would bring the
+	// deleted secret back.
+	if _, given := d.GetOk(keyClientSecret); !given && old != nil {
+		cur, err := getConfig(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		if cur != nil && cur.ClientSecret != old.ClientSecret {
+			return logical.ErrorResponse("the client secret was rotated while this write was being verified, so nothing was saved: write again"), nil
+		}
+	}
+
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
 	b.resetClient()
 	if verified != nil {
 		b.cache.Put(verified)
+	}
+	// A changed config may have fixed what made automatic rotation fail:
+	// let the next periodic check try again without waiting out the back-off.
+	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
+		return nil, err
+	}
+	if _, given := d.GetOk(keyRotationPeriod); given && cfg.RotationPeriod > 0 && cfg.RotationPeriod < advisedMinRotationPeriod {
+		resp := &logical.Response{}
+		resp.AddWarning(fmt.Sprintf("rotation_period %s is shorter than %s: fit for testing; in production each rotation mints two tokens and changes the credential at Adobe, which may throttle it", cfg.RotationPeriod, advisedMinRotationPeriod))
+		return resp, nil
 	}
 	return nil, nil
 }
@@ -219,6 +259,21 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 			return nil, err
 		}
 		cfg.ClientSecret = v.(string)
+	}
+	// A secret given here may be any of the credential's, and a new client_id
+	// is another credential: the stored uuid no longer names the secret.
+	if old != nil && (cfg.ClientID != old.ClientID || cfg.ClientSecret != old.ClientSecret) {
+		cfg.ClientSecretUUID = ""
+	}
+	if old != nil && cfg.ClientID != old.ClientID {
+		cfg.LastRotation = time.Time{}
+	}
+	if v, ok := d.GetOk(keyRotationPeriod); ok {
+		p := time.Duration(v.(int)) * time.Second
+		if err := validateRotationPeriod(p); err != nil {
+			return nil, err
+		}
+		cfg.RotationPeriod = p
 	}
 	if v, ok := d.GetOk(keyScopes); ok {
 		scopes, err := validateScopes(keyScopes, v.([]string))
@@ -265,6 +320,11 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing required field(s) %s: the config needs client_id, client_secret and scopes from the Adobe Developer Console credential", strings.Join(missing, ", "))
 	}
+	if cfg.RotationPeriod > 0 {
+		if err := checkRotatable(cfg); err != nil {
+			return nil, fmt.Errorf("rotation_period is set, and %w", err)
+		}
+	}
 	return cfg, nil
 }
 
@@ -273,5 +333,8 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
 	b.resetClient()
+	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
+		return nil, err
+	}
 	return nil, nil
 }

@@ -2,20 +2,132 @@ package adobeims
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 )
 
-// walRollbackMinAge is how old a rotation's write-ahead log entry must be
-// before Vault rolls it back: longer than any rotation takes.
-const walRollbackMinAge = 10 * time.Minute
+// The rotation keys of config reads and rotate-root responses.
+const (
+	keyRotationPeriod           = "rotation_period"
+	keyClientSecretUUID         = "client_secret_uuid"
+	keyClientSecretCreatedAt    = "client_secret_created_at"
+	keyPreviousClientSecretUUID = "previous_client_secret_uuid"
+	keyPreviousSecretDeleted    = "previous_client_secret_deleted"
+	keyLastRotation             = "last_rotation"
+	keyNextRotation             = "next_rotation"
+	keyLastRotationError        = "last_rotation_error"
+)
 
-func pathRotate(b *backend) []*framework.Path { return nil }
+func pathRotate(b *backend) []*framework.Path {
+	return []*framework.Path{{
+		Pattern:      "config/rotate-root",
+		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix},
+		Operations: map[logical.Operation]framework.OperationHandler{
+			logical.UpdateOperation: &framework.PathOperation{
+				Callback:                    b.pathRotateRootWrite,
+				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "rotate", OperationSuffix: "root-credentials"},
+				Summary:                     "Replace the client secret with a new one that only Vault knows.",
+				ForwardPerformanceStandby:   true,
+				ForwardPerformanceSecondary: true,
+			},
+		},
+		HelpSynopsis: "Rotate the client secret through the Adobe I/O Management API.",
+		HelpDescription: `Creates a new client secret for the credential, mints a token with it, stores
+it, then deletes the secret Vault held before, so that no person knows the
+secret in use. Needs org_id and credential_id in config, and the I/O Management
+API added to the credential's project in the Adobe Developer Console.
 
-func (b *backend) rotateIfDue(ctx context.Context, s logical.Storage) error { return nil }
+Adobe allows two secrets per credential: if there are two already, nothing is
+done, as Vault deletes no secret but its own. Tokens already minted stay valid
+until they expire, so cached shared tokens keep being served. A failure or a
+crash at any step leaves a working secret stored and at most two at Adobe;
+Vault's write-ahead log finishes an interrupted rotation within about ten
+minutes. The response names the new secret's uuid, never the secret. Set
+rotation_period in config to rotate on a schedule.`,
+	}}
+}
 
-func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind string, data any) error {
-	return nil
+func (b *backend) pathRotateRootWrite(ctx context.Context, req *logical.Request, d *framework.FieldData) (*logical.Response, error) {
+	if len(d.Raw) > 0 {
+		return logical.ErrorResponse("config/rotate-root takes no fields; set rotation_period on config to rotate on a schedule"), nil
+	}
+	res, err := b.rotate(ctx, req.Storage)
+	if err != nil {
+		return rotationErrorResponse(err)
+	}
+	data := map[string]any{
+		keyClientSecretUUID:         res.created.UUID,
+		keyClientSecretCreatedAt:    formatTime(res.created.CreatedAt),
+		keyPreviousClientSecretUUID: res.oldUUID,
+		keyPreviousSecretDeleted:    res.oldGone,
+		keyLastRotation:             formatTime(res.rotatedAt),
+	}
+	// A successful rotation cleared any back-off, so only the period counts.
+	if next := nextRotation(res.config, nil); !next.IsZero() {
+		data[keyNextRotation] = formatTime(next)
+	}
+	resp := &logical.Response{Data: data}
+	for _, w := range res.warnings {
+		resp.AddWarning(w)
+	}
+	return resp, nil
+}
+
+// rotationErrorResponse answers 400 for what the operator must fix, 502 for
+// what Adobe did, 500 for Vault's own storage.
+func rotationErrorResponse(err error) (*logical.Response, error) {
+	var refused *rotationRefused
+	switch {
+	case errors.Is(err, errNotConfigured):
+		return logical.ErrorResponse(errNotConfigured.Error()), nil
+	case errors.As(err, &refused):
+		return logical.ErrorResponse("rotating the client secret: " + err.Error()), nil
+	case errors.Is(err, errNewSecretRefused):
+		return nil, logical.CodedError(http.StatusBadGateway, "rotating the client secret: "+err.Error())
+	}
+	return imsErrorResponseOr("rotating the client secret", err)
+}
+
+// imsErrorResponseOr is imsErrorResponse for IMS failures, and a plain
+// error otherwise.
+func imsErrorResponseOr(doing string, err error) (*logical.Response, error) {
+	var ie *ims.Error
+	if errors.As(err, &ie) {
+		return imsErrorResponse(doing, err)
+	}
+	return nil, fmt.Errorf("%s: %w", doing, err)
+}
+
+// rotationState is what a config read shows about rotation. Keys without a
+// value are left out rather than shown empty.
+func rotationState(cfg *config, st *rotationStatus) map[string]any {
+	m := map[string]any{}
+	if cfg.ClientSecretUUID != "" {
+		m[keyClientSecretUUID] = cfg.ClientSecretUUID
+	}
+	if !cfg.LastRotation.IsZero() {
+		m[keyLastRotation] = formatTime(cfg.LastRotation)
+	}
+	if cfg.RotationPeriod > 0 {
+		m[keyRotationPeriod] = int64(cfg.RotationPeriod / time.Second)
+		m[keyNextRotation] = formatTime(nextRotation(cfg, st))
+	}
+	if st != nil && st.Failures > 0 {
+		m[keyLastRotationError] = st.LastError
+	}
+	return m
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

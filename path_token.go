@@ -155,7 +155,6 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	return b.credsResponse(cr, conn.config.ClientID, tok), nil
 }
 
-
 func (b *backend) credsResponse(cr credsRequest, clientID string, tok *tokencache.Token) *logical.Response {
 	internal := map[string]any{
 		internalRole:      cr.roleName,
