@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,10 +41,18 @@ client secret.
 // Factory returns a configured instance of the backend.
 func Factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend, error) {
 	b := newBackend(backendOptions{})
-	if err := b.Setup(ctx, conf); err != nil {
-		return nil, fmt.Errorf("setting up the adobe ims backend: %w", err)
+	if err := b.setup(ctx, conf); err != nil {
+		return nil, err
 	}
 	return b, nil
+}
+
+func (b *backend) setup(ctx context.Context, conf *logical.BackendConfig) error {
+	if err := b.Setup(ctx, conf); err != nil {
+		return fmt.Errorf("setting up the adobe ims backend: %w", err)
+	}
+	b.storage = conf.StorageView
+	return nil
 }
 
 // backendOptions are the seams tests use; the zero value is production.
@@ -64,6 +73,9 @@ type backend struct {
 	// dropped whenever the config changes.
 	mu   sync.RWMutex
 	conn *connection
+
+	// storage is the mount's storage, for Invalidate, which gets none.
+	storage logical.Storage
 }
 
 // connection is the stored config and the IMS client made from it.
@@ -113,10 +125,10 @@ func newBackend(opts backendOptions) *backend {
 // 90-second request timeout.
 const imsCallBound = 30 * time.Second
 
-func (b *backend) invalidate(_ context.Context, key string) {
+func (b *backend) invalidate(ctx context.Context, key string) {
 	switch {
 	case key == configStorageKey:
-		b.resetClient()
+		b.reloadConfig(ctx)
 	case strings.HasPrefix(key, rolesStoragePrefix):
 		// Another node changed a role: the token of its old scope set is
 		// unknown here, so drop them all; they are re-minted on demand.
@@ -142,6 +154,29 @@ func (b *backend) periodic(ctx context.Context, req *logical.Request) error {
 
 func (b *backend) clean(context.Context) {
 	b.cache.Close()
+}
+
+// reloadConfig follows a config change made on another node. When only the
+// client secret changed (a rotation), tokens minted with the old secret are
+// still valid at IMS and stay cached; any other change drops them.
+func (b *backend) reloadConfig(ctx context.Context) {
+	b.mu.RLock()
+	old := b.conn
+	b.mu.RUnlock()
+	if old != nil && b.storage != nil {
+		cfg, err := getConfig(ctx, b.storage)
+		if err == nil && cfg != nil && sameCredential(old.config, cfg) {
+			b.useRotatedConfig(cfg)
+			return
+		}
+	}
+	b.resetClient()
+}
+
+// sameCredential says whether two configs mint the same tokens: the same
+// client, scopes and IMS, whatever the secret.
+func sameCredential(a, b *config) bool {
+	return a.ClientID == b.ClientID && a.IMSURL == b.IMSURL && slices.Equal(a.Scopes, b.Scopes)
 }
 
 // resetClient forgets the IMS client and every cached token, because they

@@ -58,7 +58,7 @@ func newTestEnv(t *testing.T) *testEnv {
 			MaxElapsed: 5 * time.Second, AttemptTimeout: 2 * time.Second,
 		},
 	})
-	if err := b.Setup(context.Background(), conf); err != nil {
+	if err := b.setup(context.Background(), conf); err != nil {
 		t.Fatal(err)
 	}
 	env := &testEnv{t: t, b: b, storage: conf.StorageView, emu: emu, srv: srv, clock: clock, logs: logs}

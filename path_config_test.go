@@ -194,8 +194,47 @@ func TestInvalidateConfigDropsTokens(t *testing.T) {
 	e := newTestEnv(t)
 	e.configure(nil)
 	first := e.creds("creds").Data["access_token"]
+	// Another node changed the scopes.
+	cfg, err := getConfig(t.Context(), e.storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Scopes = []string{"openid", "AdobeID"}
+	if err := putConfig(t.Context(), e.storage, cfg); err != nil {
+		t.Fatal(err)
+	}
 	e.b.invalidate(t.Context(), "config")
-	if after := e.creds("creds").Data["access_token"]; after == first {
+	resp := e.creds("creds")
+	if resp.Data["access_token"] == first {
 		t.Fatal("Invalidate(config) kept the old token")
+	}
+	if !reflect.DeepEqual(resp.Data["scopes"], cfg.Scopes) {
+		t.Fatalf("scopes after the change elsewhere: %v", resp.Data["scopes"])
+	}
+}
+
+func TestInvalidateAfterRotationElsewhereKeepsTokens(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	first := e.creds("creds").Data["access_token"]
+
+	// Another node stored a new secret for the same credential.
+	cfg, err := getConfig(t.Context(), e.storage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClientSecret = "rotated-elsewhere"
+	if err := putConfig(t.Context(), e.storage, cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.b.invalidate(t.Context(), "config")
+	if got := e.creds("creds").Data["access_token"]; got != first {
+		t.Fatal("a secret-only change dropped a token that is still valid at IMS")
+	}
+	e.b.mu.RLock()
+	secret := e.b.conn.config.ClientSecret
+	e.b.mu.RUnlock()
+	if secret != "rotated-elsewhere" {
+		t.Fatal("the node kept minting with the old secret")
 	}
 }

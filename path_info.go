@@ -59,6 +59,11 @@ func (b *backend) pathInfoRead(ctx context.Context, req *logical.Request, _ *fra
 	if conn != nil {
 		data[keyIMSURL] = conn.config.IMSURL
 		data[keyClientID] = conn.config.ClientID
+		st, err := getRotationStatus(ctx, req.Storage)
+		if err != nil {
+			return nil, err
+		}
+		data["rotation"] = rotationState(conn.config, st)
 	}
 	var tokens []map[string]any
 	for _, s := range b.cache.States() {

@@ -89,3 +89,12 @@ func TestIMSCallsAreLoggedAtDebugWithoutSecrets(t *testing.T) {
 	}
 	// newTestEnv's cleanup searches the same log for the secret and every token.
 }
+
+func TestInfoShowsRotationState(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false, "rotation_period": "24h", "org_id": "ORG1@AdobeOrg", "credential_id": "cred1"})
+	rot, ok := e.mustOK(e.read("info")).Data["rotation"].(map[string]any)
+	if !ok || rot["rotation_period"] != int64(86400) || rot["next_rotation"] == "" {
+		t.Fatalf("info rotation = %#v", rot)
+	}
+}
