@@ -22,6 +22,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -84,8 +85,13 @@ type Cache struct {
 	opts Options
 
 	generation atomic.Uint64 // bumped by Purge so in-flight mints are not stored
-	entries    sync.Map      // key -> *entry
 	flight     singleflight.Group
+
+	// entries is copied on write: a cache hit reads it without a lock, and
+	// scope sets are few and seldom added, so copying it costs nothing that
+	// matters. Writers hold mu.
+	mu      sync.Mutex
+	entries atomic.Pointer[map[string]*entry]
 
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
@@ -93,6 +99,7 @@ type Cache struct {
 }
 
 type entry struct {
+	key      string
 	token    atomic.Pointer[Token]
 	lastUsed atomic.Int64 // unix nanos of the last read
 
@@ -118,15 +125,31 @@ func New(mint MintFunc, opts Options) *Cache {
 		opts.MaxRetryBackoff = 5 * time.Minute
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Cache{mint: mint, opts: opts, bgCtx: ctx, bgCancel: cancel}
+	c := &Cache{mint: mint, opts: opts, bgCtx: ctx, bgCancel: cancel}
+	c.entries.Store(&map[string]*entry{})
+	return c
 }
 
 // Key is the cache key of a scope set: sorted and comma-joined, so that the
 // same scopes in any order share one token.
 func Key(scopes []string) string {
-	s := slices.Clone(scopes)
+	return string(appendKey(nil, scopes))
+}
+
+// appendKey appends the key of scopes to dst. Scopes are sorted in a copy on
+// the stack, so that Get, with dst on the stack too, finds a cached token
+// without allocating.
+func appendKey(dst []byte, scopes []string) []byte {
+	var buf [16]string
+	s := append(buf[:0], scopes...)
 	slices.Sort(s)
-	return strings.Join(slices.Compact(s), ",")
+	for i, scope := range slices.Compact(s) {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, scope...)
+	}
+	return dst
 }
 
 // Result is what Get returns: the token and how it was obtained.
@@ -138,9 +161,14 @@ type Result struct {
 
 // Get returns a servable token for scopes, minting one if none is.
 func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
-	key := Key(scopes)
+	var buf [512]byte
+	k := appendKey(buf[:0], scopes)
+	e := (*c.entries.Load())[string(k)] // no allocation: the compiler reads k in place
+	if e == nil {
+		e = c.entry(string(k))
+	}
+	key := e.key
 	now := c.opts.Now()
-	e := c.entry(key)
 	e.lastUsed.Store(now.UnixNano())
 
 	if tok := e.token.Load(); tok != nil && now.Before(tok.SafeEnd()) {
@@ -178,14 +206,24 @@ func (c *Cache) Put(tok *Token) {
 
 // Drop forgets the token of one scope set.
 func (c *Cache) Drop(scopes []string) {
-	c.entries.Delete(Key(scopes))
+	key := Key(scopes)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := (*c.entries.Load())[key]; !ok {
+		return
+	}
+	m := maps.Clone(*c.entries.Load())
+	delete(m, key)
+	c.entries.Store(&m)
 }
 
 // Purge forgets every token, and makes mints already in flight not store
 // theirs: they were made with a credential that may no longer apply.
 func (c *Cache) Purge() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.generation.Add(1)
-	c.entries.Clear()
+	c.entries.Store(&map[string]*entry{})
 }
 
 // Refresh mints replacements for tokens past their refresh point that were
@@ -195,11 +233,10 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 	now := c.opts.Now()
 	var errs []error
 	refreshed := 0
-	c.entries.Range(func(k, v any) bool {
-		key, e := k.(string), v.(*entry)
+	for key, e := range *c.entries.Load() {
 		tok := e.token.Load()
 		if tok == nil || now.Before(tok.RefreshAt()) || !e.readSince(tok.MintedAt) || !e.mayAttempt(now) {
-			return true
+			continue
 		}
 		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
 			return c.mintAndStore(key, e)
@@ -209,8 +246,10 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 		} else {
 			refreshed++
 		}
-		return ctx.Err() == nil
-	})
+		if ctx.Err() != nil {
+			break
+		}
+	}
 	return refreshed, errors.Join(errs...)
 }
 
@@ -236,9 +275,8 @@ type State struct {
 // States lists the cached scope sets, sorted by scopes.
 func (c *Cache) States() []State {
 	var out []State
-	c.entries.Range(func(k, v any) bool {
-		e := v.(*entry)
-		s := State{Scopes: k.(string)}
+	for key, e := range *c.entries.Load() {
+		s := State{Scopes: key}
 		if tok := e.token.Load(); tok != nil {
 			s.MintedAt, s.ExpiresAt, s.RefreshAt, s.SafeEnd = tok.MintedAt, tok.ExpiresAt, tok.RefreshAt(), tok.SafeEnd()
 		}
@@ -252,18 +290,27 @@ func (c *Cache) States() []State {
 		s.NextAttempt = e.nextAttempt
 		e.mu.Unlock()
 		out = append(out, s)
-		return true
-	})
+	}
 	slices.SortFunc(out, func(a, b State) int { return strings.Compare(a.Scopes, b.Scopes) })
 	return out
 }
 
 func (c *Cache) entry(key string) *entry {
-	if v, ok := c.entries.Load(key); ok {
-		return v.(*entry)
+	if e := (*c.entries.Load())[key]; e != nil {
+		return e
 	}
-	v, _ := c.entries.LoadOrStore(key, &entry{})
-	return v.(*entry)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := *c.entries.Load()
+	if e := old[key]; e != nil {
+		return e
+	}
+	m := make(map[string]*entry, len(old)+1)
+	maps.Copy(m, old)
+	e := &entry{key: key}
+	m[key] = e
+	c.entries.Store(&m)
+	return e
 }
 
 // flightKey ties a mint to the cache generation, so a reader arriving after a
