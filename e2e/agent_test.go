@@ -109,46 +109,29 @@ template {
 	first := issued(tok1)
 	t.Logf("first token rendered at %s, expires at %s", seen1.Format(time.TimeOnly), first.ExpiresAt.Format(time.TimeOnly))
 
-	// With 24-hour tokens the plugin's PeriodicFunc (about once a minute)
-	// replaces a shared token soon after its refresh point, before any
-	// reader arrives. With 20-second tokens it cannot, so another reader
-	// plays that part: one read just past the refresh point (two thirds of
-	// the life) must return at once and start a background replacement.
-	// Without it the agent is the first reader past the refresh point: it
-	// gets the old token with a lease of a second or so, re-reads at once
-	// and gets the new one, and consul-template (inside Vault Agent 1.21.0)
-	// drops that second result because it came within the same wall-clock
-	// second ("no new data (index was the same)" in its trace log); the
-	// new token is then rendered only when its own lease runs out, after
-	// the old token expired. Set E2E_AGENT_SOLE_READER=1 to see that.
-	refreshAt := first.IssuedAt.Add(first.ExpiresAt.Sub(first.IssuedAt)*2/3 + 100*time.Millisecond)
-	var replacement string
-	if os.Getenv("E2E_AGENT_SOLE_READER") == "" {
-		select {
-		case <-time.After(time.Until(refreshAt)):
-		case err := <-agentDone:
-			t.Fatalf("vault agent exited: %v", err)
-		}
-		start := time.Now()
-		lcCreds(t, v, emu, "adobe/creds/firefly")
-		if d := time.Since(start); d > 2*time.Second {
-			t.Errorf("a read past the refresh point took %s: it waited for IMS instead of serving the current token", d)
-		}
-		eventually(t, 10*time.Second, "a replacement token to be minted in the background", func() error {
-			for _, it := range emu.Tokens() {
-				if it.IssuedAt.After(first.IssuedAt) {
-					replacement = it.AccessToken
-					return nil
-				}
+	// The agent is the only reader. The plugin replaces the token at its
+	// refresh point (two thirds of its life) on a timer, so when the agent's
+	// lease ends at the old token's safe end it reads the replacement.
+	refreshAt := first.IssuedAt.Add(first.ExpiresAt.Sub(first.IssuedAt) * 2 / 3)
+	var replacement imsemu.IssuedToken
+	eventually(t, 30*time.Second, "the plugin to mint a replacement by itself", func() error {
+		for _, it := range emu.Tokens() {
+			if it.IssuedAt.After(first.IssuedAt) {
+				replacement = it
+				return nil
 			}
-			return fmt.Errorf("no token issued after the first one")
-		})
+		}
+		return fmt.Errorf("no token issued after the first one")
+	})
+	if replacement.IssuedAt.Before(refreshAt.Add(-time.Second)) || !replacement.IssuedAt.Before(first.ExpiresAt.Add(-2*time.Second)) {
+		t.Errorf("the replacement was minted at %s; want around the refresh point %s, well before the old token expires at %s",
+			replacement.IssuedAt.Format(time.StampMilli), refreshAt.Format(time.StampMilli), first.ExpiresAt.Format(time.StampMilli))
 	}
 
 	tok2, seen2 := agentWaitFor(tok1, deadline)
 	valid := emu.TokenValid(tok2)
 	second := issued(tok2)
-	if replacement != "" && tok2 != replacement {
+	if tok2 != replacement.AccessToken {
 		t.Errorf("the agent rendered a token other than the background replacement")
 	}
 	t.Logf("second token rendered at %s (%s before the first expired), expires at %s",

@@ -6,9 +6,11 @@
 //   - A token is fresh from the moment it is minted until two thirds of its
 //     lifetime have passed (its refresh point). Readers get it without any
 //     call to IMS.
-//   - After the refresh point the token is still served, but a replacement is
-//     minted in the background (by the first reader that notices, or by
-//     Refresh, which the plugin runs periodically). Readers never wait for it.
+//   - At the refresh point a replacement is minted in the background, if the
+//     token was read during its life: by a timer set when the token was
+//     stored, or else by the first reader that notices, or by Refresh, which
+//     the plugin runs periodically. The old token is served until then, and
+//     readers never wait for the replacement.
 //   - A token is served until its safe end: its expiry less a safety margin of
 //     a tenth of its lifetime, at most five minutes. A lease handed out from a
 //     token never outlives that safe end. Past it, a reader must wait for a
@@ -77,7 +79,13 @@ type Options struct {
 	RetryBackoff, MaxRetryBackoff time.Duration
 	// OnBackgroundError is told about failed background refreshes.
 	OnBackgroundError func(key string, err error)
+	// AfterFunc runs f after d, like time.AfterFunc, which nil means. Tests
+	// replace it to fire refreshes without waiting.
+	AfterFunc func(d time.Duration, f func()) Stopper
 }
+
+// Stopper stops a scheduled call; *time.Timer is one.
+type Stopper interface{ Stop() bool }
 
 // Cache is safe for concurrent use.
 type Cache struct {
@@ -96,6 +104,8 @@ type Cache struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
+	bgMu     sync.Mutex // orders bgWG.Add after Close's Wait
+	closed   bool
 }
 
 type entry struct {
@@ -104,6 +114,7 @@ type entry struct {
 	lastUsed atomic.Int64 // unix nanos of the last read
 
 	mu          sync.Mutex // guards the fields below
+	timer       Stopper    // the scheduled replacement of the current token
 	failures    int
 	lastErr     error
 	lastErrAt   time.Time
@@ -123,6 +134,9 @@ func New(mint MintFunc, opts Options) *Cache {
 	}
 	if opts.MaxRetryBackoff <= 0 {
 		opts.MaxRetryBackoff = 5 * time.Minute
+	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) Stopper { return time.AfterFunc(d, f) }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Cache{mint: mint, opts: opts, bgCtx: ctx, bgCancel: cancel}
@@ -191,6 +205,8 @@ func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
 		if res.Err != nil {
 			return Result{}, res.Err
 		}
+		// This reader uses the new token: it counts as read during its life.
+		e.lastUsed.Store(c.opts.Now().UnixNano())
 		return Result{Token: res.Val.(*Token)}, nil
 	case <-ctx.Done():
 		return Result{}, fmt.Errorf("waiting for a new IMS token: %w", ctx.Err())
@@ -202,6 +218,7 @@ func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
 func (c *Cache) Put(tok *Token) {
 	e := c.entry(Key(tok.Scopes))
 	e.token.Store(tok)
+	c.scheduleRefresh(e, tok, tok.RefreshAt())
 }
 
 // Drop forgets the token of one scope set.
@@ -213,6 +230,7 @@ func (c *Cache) Drop(scopes []string) {
 		return
 	}
 	m := maps.Clone(*c.entries.Load())
+	m[key].stopTimer()
 	delete(m, key)
 	c.entries.Store(&m)
 }
@@ -223,6 +241,9 @@ func (c *Cache) Purge() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.generation.Add(1)
+	for _, e := range *c.entries.Load() {
+		e.stopTimer()
+	}
 	c.entries.Store(&map[string]*entry{})
 }
 
@@ -255,7 +276,13 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 
 // Close stops background refreshes and waits for them to end.
 func (c *Cache) Close() {
+	c.bgMu.Lock()
+	c.closed = true
+	c.bgMu.Unlock()
 	c.bgCancel()
+	for _, e := range *c.entries.Load() {
+		e.stopTimer()
+	}
 	c.bgWG.Wait()
 }
 
@@ -331,14 +358,42 @@ func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
 	e.recordSuccess()
 	if c.generation.Load() == gen {
 		e.token.Store(tok)
+		c.scheduleRefresh(e, tok, tok.RefreshAt())
 	}
 	return tok, nil
 }
 
-func (c *Cache) refreshInBackground(key string, e *entry) {
-	if !e.mayAttempt(c.opts.Now()) || c.bgCtx.Err() != nil {
+// scheduleRefresh arranges for tok to be replaced at its refresh point (or
+// at a retry after a failed replacement), so a token in use is replaced
+// before any reader finds it old, without waiting for the periodic Refresh.
+func (c *Cache) scheduleRefresh(e *entry, tok *Token, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.timer != nil {
+		e.timer.Stop()
+	}
+	e.timer = c.opts.AfterFunc(max(at.Sub(c.opts.Now()), 0), func() { c.refreshDue(e, tok) })
+}
+
+// refreshDue replaces tok unless it was replaced, dropped or left unread
+// since it was minted: a scope set nobody reads is left to expire.
+func (c *Cache) refreshDue(e *entry, tok *Token) {
+	if (*c.entries.Load())[e.key] != e || e.token.Load() != tok || !e.readSince(tok.MintedAt) {
 		return
 	}
+	c.refreshInBackground(e.key, e)
+}
+
+func (c *Cache) refreshInBackground(key string, e *entry) {
+	if !e.mayAttempt(c.opts.Now()) {
+		return
+	}
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed {
+		return
+	}
+	old := e.token.Load()
 	c.bgWG.Add(1)
 	go func() {
 		defer c.bgWG.Done()
@@ -349,10 +404,32 @@ func (c *Cache) refreshInBackground(key string, e *entry) {
 			}
 			return c.mintAndStore(key, e)
 		})
-		if err != nil && c.opts.OnBackgroundError != nil {
+		if err == nil {
+			return
+		}
+		if c.opts.OnBackgroundError != nil {
 			c.opts.OnBackgroundError(key, err)
 		}
+		// Try again after the back-off while the old token is still served.
+		if next := e.nextAttemptAt(); old != nil && next.Before(old.SafeEnd()) {
+			c.scheduleRefresh(e, old, next)
+		}
 	}()
+}
+
+func (e *entry) stopTimer() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+}
+
+func (e *entry) nextAttemptAt() time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.nextAttempt
 }
 
 func (e *entry) readSince(t time.Time) bool { return e.lastUsed.Load() >= t.UnixNano() }

@@ -305,3 +305,127 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// fakeTimers records scheduled calls so a test fires them at will.
+type fakeTimers struct {
+	mu    sync.Mutex
+	calls []*fakeTimer
+}
+
+type fakeTimer struct {
+	d       time.Duration
+	f       func()
+	stopped bool
+}
+
+func (t *fakeTimer) Stop() bool { t.stopped = true; return true }
+
+func (ft *fakeTimers) AfterFunc(d time.Duration, f func()) Stopper {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	t := &fakeTimer{d: d, f: f}
+	ft.calls = append(ft.calls, t)
+	return t
+}
+
+// last returns the newest scheduled call.
+func (ft *fakeTimers) last(t *testing.T) *fakeTimer {
+	t.Helper()
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	if len(ft.calls) == 0 {
+		t.Fatal("nothing scheduled")
+	}
+	return ft.calls[len(ft.calls)-1]
+}
+
+func (ft *fakeTimers) count() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	return len(ft.calls)
+}
+
+func TestReplacementScheduledAtRefreshPoint(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc, RetryBackoff: time.Second})
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+
+	first, _ := c.Get(ctx, []string{"a"})
+	timer := timers.last(t)
+	if timer.d != 20*time.Second {
+		t.Fatalf("replacement scheduled after %s, want 20s (two thirds of 30s)", timer.d)
+	}
+	clock.Advance(20 * time.Second)
+	timer.f()
+	waitFor(t, func() bool { return ims.calls.Load() == 2 })
+	r, _ := c.Get(ctx, []string{"a"})
+	if !r.Hit || r.Token.AccessToken == first.Token.AccessToken {
+		t.Fatalf("after the scheduled replacement: %+v; want the new token at once", r)
+	}
+	if next := timers.last(t); next == timer || next.d != 20*time.Second {
+		t.Fatalf("the new token's replacement is not scheduled: %+v", next)
+	}
+}
+
+func TestScheduledReplacementSkipsUnreadTokens(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	t.Cleanup(c.Close)
+	c.Put(&Token{AccessToken: "seeded", Scopes: []string{"a"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(30 * time.Second)})
+	clock.Advance(20 * time.Second)
+	timers.last(t).f()
+	c.Close() // waits for any refresh it started
+	if n := ims.calls.Load(); n != 0 {
+		t.Fatalf("a token nobody read was replaced: %d IMS calls", n)
+	}
+}
+
+func TestScheduledReplacementRetriesAfterFailure(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc, RetryBackoff: time.Second})
+	t.Cleanup(c.Close)
+	c.Get(context.Background(), []string{"a"})
+
+	ims.failWith(errors.New("ims down"))
+	clock.Advance(20 * time.Second)
+	scheduled := timers.count()
+	timers.last(t).f()
+	waitFor(t, func() bool { return timers.count() == scheduled+1 })
+	if retry := timers.last(t); retry.d != time.Second {
+		t.Fatalf("retry scheduled after %s, want the 1s back-off", retry.d)
+	}
+	ims.fail.Store(nil)
+	clock.Advance(time.Second)
+	timers.last(t).f()
+	waitFor(t, func() bool { return ims.calls.Load() == 3 })
+}
+
+func TestPurgeAndCloseStopScheduledReplacements(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	c.Get(context.Background(), []string{"a"})
+	first := timers.last(t)
+	c.Purge()
+	if !first.stopped {
+		t.Fatal("Purge left a replacement scheduled")
+	}
+	c.Get(context.Background(), []string{"b"})
+	second := timers.last(t)
+	c.Close()
+	if !second.stopped {
+		t.Fatal("Close left a replacement scheduled")
+	}
+	second.f() // a timer that fires anyway after Close starts nothing
+	if n := ims.calls.Load(); n != 2 {
+		t.Fatalf("IMS calls = %d, want 2", n)
+	}
+}
