@@ -132,6 +132,30 @@ func getRole(ctx context.Context, s logical.Storage, name string) (*role, error)
 	return r, nil
 }
 
+// role is getRole through the backend's role cache, for the read path.
+func (b *backend) role(ctx context.Context, s logical.Storage, name string) (*role, error) {
+	if r, ok := b.roles.Load(name); ok {
+		return r.(*role), nil
+	}
+	gen := b.rolesGen.Load()
+	r, err := getRole(ctx, s, name)
+	if err != nil || r == nil {
+		return r, err
+	}
+	// A write that landed while this read was in flight may have stored a
+	// newer role than r: then r is used once but not cached.
+	if b.rolesGen.Load() == gen {
+		b.roles.Store(name, r)
+	}
+	return r, nil
+}
+
+// forgetRole drops a cached role after its storage changed.
+func (b *backend) forgetRole(name string) {
+	b.rolesGen.Add(1)
+	b.roles.Delete(name)
+}
+
 func (b *backend) roleExists(ctx context.Context, req *logical.Request, d *framework.FieldData) (bool, error) {
 	r, err := getRole(ctx, req.Storage, d.Get(keyName).(string))
 	return r != nil, err
@@ -181,6 +205,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 	if err := req.Storage.Put(ctx, entry); err != nil {
 		return nil, fmt.Errorf("writing role %q: %w", name, err)
 	}
+	b.forgetRole(name)
 	if old != nil && !slices.Equal(sortedCopy(old.Scopes), sortedCopy(r.Scopes)) {
 		b.cache.Drop(old.Scopes)
 	}
@@ -240,6 +265,7 @@ func (b *backend) pathRoleDelete(ctx context.Context, req *logical.Request, d *f
 	if err := req.Storage.Delete(ctx, rolesStoragePrefix+name); err != nil {
 		return nil, fmt.Errorf("deleting role %q: %w", name, err)
 	}
+	b.forgetRole(name)
 	if old != nil {
 		b.cache.Drop(old.Scopes)
 	}

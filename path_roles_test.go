@@ -3,6 +3,9 @@ package adobeims
 import (
 	"reflect"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func TestRoleCRUDAndList(t *testing.T) {
@@ -102,4 +105,34 @@ func TestRoleScopeChangeDropsItsOldToken(t *testing.T) {
 			t.Fatal("token of the role's old scope set is still cached")
 		}
 	}
+}
+
+func TestRoleCacheFollowsWritesDeletesAndOtherNodes(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	e.mustOK(e.write("roles/r", map[string]any{"scopes": "openid", "ttl": "1h"}))
+	if got := e.creds("creds/r").Secret.TTL; got != time.Hour {
+		t.Fatalf("ttl %s, want 1h", got)
+	}
+	e.mustOK(e.write("roles/r", map[string]any{"ttl": "30m"}))
+	if got := e.creds("creds/r").Secret.TTL; got != 30*time.Minute {
+		t.Fatalf("after a write: ttl %s, want 30m", got)
+	}
+
+	// Another node changed the role in storage.
+	entry, err := logical.StorageEntryJSON("roles/r", &role{Scopes: []string{"openid"}, Mode: modeShared, TTL: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.storage.Put(t.Context(), entry); err != nil {
+		t.Fatal(err)
+	}
+	e.b.invalidate(t.Context(), "roles/r")
+	if got := e.creds("creds/r").Secret.TTL; got != 10*time.Minute {
+		t.Fatalf("after a change elsewhere: ttl %s, want 10m", got)
+	}
+
+	e.mustOK(e.request("delete", "roles/r", nil))
+	resp, err := e.read("creds/r")
+	e.mustFail(resp, err, `role "r" does not exist`)
 }

@@ -116,7 +116,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	cr := credsRequest{role: &role{Mode: modeShared}, scopes: conn.config.Scopes}
 	if name, ok := d.GetOk(keyRole); ok {
 		cr.roleName = name.(string)
-		r, err := getRole(ctx, req.Storage, cr.roleName)
+		r, err := b.role(ctx, req.Storage, cr.roleName)
 		if err != nil {
 			return nil, err
 		}
@@ -213,7 +213,7 @@ func (b *backend) tokenRenew(ctx context.Context, req *logical.Request, _ *frame
 
 	r := &role{Mode: modeShared}
 	if roleName != "" {
-		if r, err = getRole(ctx, req.Storage, roleName); err != nil {
+		if r, err = b.role(ctx, req.Storage, roleName); err != nil {
 			return nil, err
 		}
 		if r == nil {
