@@ -4,6 +4,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/logical"
 )
 
 func TestInfoShowsStateButNeverTheToken(t *testing.T) {
@@ -96,5 +99,23 @@ func TestInfoShowsRotationState(t *testing.T) {
 	rot, ok := e.mustOK(e.read("info")).Data["rotation"].(map[string]any)
 	if !ok || rot["rotation_period"] != int64(86400) || rot["next_rotation"] == "" {
 		t.Fatalf("info rotation = %#v", rot)
+	}
+}
+
+func TestEveryWriteIsForwardedToTheActiveNode(t *testing.T) {
+	e := newTestEnv(t)
+	for _, p := range e.b.Paths {
+		for op, h := range p.Operations {
+			po, ok := h.(*framework.PathOperation)
+			if !ok {
+				t.Fatalf("%s %s: %T", op, p.Pattern, h)
+			}
+			if op == logical.ReadOperation || op == logical.ListOperation {
+				continue
+			}
+			if !po.ForwardPerformanceStandby || !po.ForwardPerformanceSecondary {
+				t.Errorf("%s %s changes state but is not forwarded to the active node", op, p.Pattern)
+			}
+		}
 	}
 }

@@ -89,24 +89,9 @@ func pathRoles(b *backend) []*framework.Path {
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read"},
 					Summary:      "Read a role.",
 				},
-				logical.CreateOperation: &framework.PathOperation{
-					Callback:                    b.pathRoleWrite,
-					Summary:                     "Create a role.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-				logical.UpdateOperation: &framework.PathOperation{
-					Callback:                    b.pathRoleWrite,
-					Summary:                     "Change the fields given of a role.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
-				logical.DeleteOperation: &framework.PathOperation{
-					Callback:                    b.pathRoleDelete,
-					Summary:                     "Delete a role. Its leases keep their tokens until they end.",
-					ForwardPerformanceStandby:   true,
-					ForwardPerformanceSecondary: true,
-				},
+				logical.CreateOperation: forwarded(b.pathRoleWrite, "write", "", "Create a role."),
+				logical.UpdateOperation: forwarded(b.pathRoleWrite, "write", "", "Change the fields given of a role."),
+				logical.DeleteOperation: forwarded(b.pathRoleDelete, "delete", "", "Delete a role. Its leases keep their tokens until they end."),
 			},
 			HelpSynopsis: "A named scope set and lease policy for tokens read from creds/<name>.",
 			HelpDescription: `A role picks the scopes of its tokens (a subset of the config's), whether

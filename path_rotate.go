@@ -30,13 +30,8 @@ func pathRotate(b *backend) []*framework.Path {
 		Pattern:      "config/rotate-root",
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: &framework.PathOperation{
-				Callback:                    b.pathRotateRootWrite,
-				DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: "rotate", OperationSuffix: "root-credentials"},
-				Summary:                     "Replace the client secret with a new one that only Vault knows.",
-				ForwardPerformanceStandby:   true,
-				ForwardPerformanceSecondary: true,
-			},
+			logical.UpdateOperation: forwarded(b.pathRotateRootWrite, "rotate", "root-credentials",
+				"Replace the client secret with a new one that only Vault knows."),
 		},
 		HelpSynopsis: "Rotate the client secret through the Adobe I/O Management API.",
 		HelpDescription: `Creates a new client secret for the credential, mints a token with it, stores

@@ -19,6 +19,19 @@ import (
 // operationPrefix names this plugin's operations in Vault's OpenAPI document.
 const operationPrefix = "adobe-ims"
 
+// forwarded is an operation that changes state in storage or at Adobe:
+// performance standbys and secondaries hand it to the active node. An empty
+// suffix keeps the path's.
+func forwarded(cb framework.OperationFunc, verb, suffix, summary string) *framework.PathOperation {
+	return &framework.PathOperation{
+		Callback:                    cb,
+		Summary:                     summary,
+		DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: verb, OperationSuffix: suffix},
+		ForwardPerformanceStandby:   true,
+		ForwardPerformanceSecondary: true,
+	}
+}
+
 var errNotConfigured = errors.New(`the Adobe IMS secrets engine is not configured: write client_id, client_secret and scopes to "config" first`)
 
 // rejectUnknownFields refuses fields the path does not define. Vault would
