@@ -67,6 +67,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS on -addr (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key for -tls-cert")
 	quiet := fs.Bool("quiet", false, "do not log IMS requests to stderr")
+	faultJSON := fs.String("fault", "", `inject a failure from the start, as the control API's fault JSON, e.g. '{"endpoint":"token","kind":"status","status":503,"times":2}'`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,6 +83,18 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
+	var fault *imsemu.Fault
+	if *faultJSON != "" {
+		fault = &imsemu.Fault{}
+		dec := json.NewDecoder(strings.NewReader(*faultJSON))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(fault); err != nil {
+			return fmt.Errorf("-fault: %w", err)
+		}
+		if err := fault.Validate(); err != nil {
+			return fmt.Errorf("-fault: %w", err)
+		}
+	}
 
 	emu := imsemu.New(imsemu.Config{
 		ClientID:     *clientID,
@@ -92,6 +105,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		CredentialID: *credentialID,
 	})
 	emu.SetLatency(*latency)
+	emu.SetFault(fault)
 
 	ims := &imsListener{handler: emu, errc: make(chan error, 1)}
 	if !*quiet {

@@ -284,3 +284,26 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+func TestFaultFlag(t *testing.T) {
+	e := start(t, "-client-secret", testSecret, "-fault", `{"endpoint":"token","kind":"status","status":503,"times":1}`)
+	base := e.scheme + "://" + e.addr
+	resp, err := http.PostForm(base+"/ims/token/v3", tokenForm())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("first token request: %d, want the injected 503", resp.StatusCode)
+	}
+	mint(t, http.DefaultClient, base) // Times 1: the fault is spent
+}
+
+func TestFaultFlagRejectsBadJSON(t *testing.T) {
+	for _, f := range []string{`{"kind":"nope"}`, `{"kind":"status","stauts":503}`, `not json`} {
+		err := run(t.Context(), []string{"-client-id", "x", "-client-secret", "y", "-fault", f}, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "-fault") {
+			t.Errorf("-fault %s: err %v, want one naming -fault", f, err)
+		}
+	}
+}
