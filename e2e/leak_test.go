@@ -60,7 +60,7 @@ func TestSecretsNeverInPlainText(t *testing.T) {
 		}
 	}
 	for _, id := range leases {
-		v.mustCLI("lease", "revoke", id)
+		v.mustCLI("lease", "revoke", "-sync", id)
 	}
 	for id, tok := range dedicated {
 		if emu.TokenValid(tok) {

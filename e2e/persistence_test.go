@@ -218,7 +218,7 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 	if r.LeaseDuration <= 0 || r.LeaseDuration > 600 {
 		t.Errorf("renewed lease duration %ds, want within (0, 600]", r.LeaseDuration)
 	}
-	if _, err := v2.cli("lease", "revoke", dedLease.LeaseID); err != nil {
+	if _, err := v2.cli("lease", "revoke", "-sync", dedLease.LeaseID); err != nil {
 		t.Fatalf("revoking a dedicated lease issued before the restart: %v", err)
 	}
 	if emu.TokenValid(dedTok) {

@@ -90,7 +90,7 @@ func TestUpgradeInPlace(t *testing.T) {
 	} else if r.LeaseDuration <= 0 || r.LeaseDuration > 300 {
 		t.Errorf("renewed lease duration %ds, want within (0, 300]", r.LeaseDuration)
 	}
-	if out, err := v.cli("lease", "revoke", dedLease.LeaseID); err != nil {
+	if out, err := v.cli("lease", "revoke", "-sync", dedLease.LeaseID); err != nil {
 		t.Fatalf("revoking a dedicated lease issued by %s: %v\n%s", from, err, out)
 	}
 	if emu.TokenValid(dedTok) {
