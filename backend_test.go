@@ -38,12 +38,7 @@ type testEnv struct {
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
 	clock := &fakeClock{now: time.Now().UTC()}
-	emu := imsemu.New(imsemu.Config{
-		ClientID:     testClientID,
-		ClientSecret: testClientSecret,
-		Scopes:       strings.Split(testScopes+",read_organizations", ","),
-		ExpiresIn:    24*time.Hour - time.Second,
-	})
+	emu := newTestEmulator()
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
 
@@ -67,6 +62,31 @@ func newTestEnv(t *testing.T) *testEnv {
 		env.assertNoSecretsIn("plugin log", logs.String())
 	})
 	return env
+}
+
+// newTestEmulator is the IMS emulator unit tests and benchmarks talk to: the
+// test credential, granted testScopes and one more, issuing 24-hour tokens.
+func newTestEmulator() *imsemu.Emulator {
+	return imsemu.New(imsemu.Config{
+		ClientID:     testClientID,
+		ClientSecret: testClientSecret,
+		Scopes:       strings.Split(testScopes+",read_organizations", ","),
+		ExpiresIn:    24*time.Hour - time.Second,
+	})
+}
+
+// changeStoredConfig edits the stored config the way another node's write
+// would, without going through this backend.
+func (e *testEnv) changeStoredConfig(edit func(*config)) {
+	e.t.Helper()
+	cfg, err := getConfig(e.t.Context(), e.storage)
+	if err != nil || cfg == nil {
+		e.t.Fatalf("reading the stored config: %v", err)
+	}
+	edit(cfg)
+	if err := putConfig(e.t.Context(), e.storage, cfg); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // configure writes a working config.

@@ -3,7 +3,6 @@ package adobeims
 import (
 	"context"
 	"net/http/httptest"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,12 +29,7 @@ type benchEnv struct {
 
 func newBenchEnv(tb testing.TB) *benchEnv {
 	tb.Helper()
-	emu := imsemu.New(imsemu.Config{
-		ClientID:     testClientID,
-		ClientSecret: testClientSecret,
-		Scopes:       strings.Split(testScopes+",read_organizations", ","),
-		ExpiresIn:    24*time.Hour - time.Second,
-	})
+	emu := newTestEmulator()
 	srv := httptest.NewServer(emu)
 	tb.Cleanup(srv.Close)
 

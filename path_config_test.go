@@ -195,20 +195,14 @@ func TestInvalidateConfigDropsTokens(t *testing.T) {
 	e.configure(nil)
 	first := e.creds("creds").Data["access_token"]
 	// Another node changed the scopes.
-	cfg, err := getConfig(t.Context(), e.storage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Scopes = []string{"openid", "AdobeID"}
-	if err := putConfig(t.Context(), e.storage, cfg); err != nil {
-		t.Fatal(err)
-	}
+	scopes := []string{"openid", "AdobeID"}
+	e.changeStoredConfig(func(c *config) { c.Scopes = scopes })
 	e.b.invalidate(t.Context(), "config")
 	resp := e.creds("creds")
 	if resp.Data["access_token"] == first {
 		t.Fatal("Invalidate(config) kept the old token")
 	}
-	if !reflect.DeepEqual(resp.Data["scopes"], cfg.Scopes) {
+	if !reflect.DeepEqual(resp.Data["scopes"], scopes) {
 		t.Fatalf("scopes after the change elsewhere: %v", resp.Data["scopes"])
 	}
 }
@@ -219,14 +213,7 @@ func TestInvalidateAfterRotationElsewhereKeepsTokens(t *testing.T) {
 	first := e.creds("creds").Data["access_token"]
 
 	// Another node stored a new secret for the same credential.
-	cfg, err := getConfig(t.Context(), e.storage)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ClientSecret = "rotated-elsewhere"
-	if err := putConfig(t.Context(), e.storage, cfg); err != nil {
-		t.Fatal(err)
-	}
+	e.changeStoredConfig(func(c *config) { c.ClientSecret = "rotated-elsewhere" })
 	e.b.invalidate(t.Context(), "config")
 	if got := e.creds("creds").Data["access_token"]; got != first {
 		t.Fatal("a secret-only change dropped a token that is still valid at IMS")
