@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
@@ -69,25 +68,18 @@ func (b *backend) pathInfoRead(ctx context.Context, req *logical.Request, _ *fra
 	for _, s := range b.cache.States() {
 		tokens = append(tokens, map[string]any{
 			"scopes":        strings.Split(s.Scopes, ","),
-			"minted_at":     timeString(s.MintedAt),
-			"expires_at":    timeString(s.ExpiresAt),
-			"refresh_at":    timeString(s.RefreshAt),
-			"safe_end":      timeString(s.SafeEnd),
-			"last_read":     timeString(s.LastUsed),
+			"minted_at":     formatTime(s.MintedAt),
+			"expires_at":    formatTime(s.ExpiresAt),
+			"refresh_at":    formatTime(s.RefreshAt),
+			"safe_end":      formatTime(s.SafeEnd),
+			"last_read":     formatTime(s.LastUsed),
 			"last_error":    s.LastError,
-			"last_error_at": timeString(s.LastErrorAt),
-			"next_attempt":  timeString(s.NextAttempt),
+			"last_error_at": formatTime(s.LastErrorAt),
+			"next_attempt":  formatTime(s.NextAttempt),
 		})
 	}
 	data["shared_tokens"] = tokens
 	return &logical.Response{Data: data}, nil
-}
-
-func timeString(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339)
 }
 
 func (b *backend) pathMetricsRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {

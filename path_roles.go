@@ -9,6 +9,8 @@ import (
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
 const rolesStoragePrefix = "roles/"
@@ -191,7 +193,7 @@ func (b *backend) pathRoleWrite(ctx context.Context, req *logical.Request, d *fr
 		return nil, fmt.Errorf("writing role %q: %w", name, err)
 	}
 	b.forgetRole(name)
-	if old != nil && !slices.Equal(sortedCopy(old.Scopes), sortedCopy(r.Scopes)) {
+	if old != nil && tokencache.Key(old.Scopes) != tokencache.Key(r.Scopes) {
 		b.cache.Drop(old.Scopes)
 	}
 	return nil, nil
@@ -291,10 +293,4 @@ func missingFrom(want, have []string) []string {
 		}
 	}
 	return out
-}
-
-func sortedCopy(s []string) []string {
-	c := slices.Clone(s)
-	slices.Sort(c)
-	return c
 }

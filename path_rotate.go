@@ -3,14 +3,11 @@ package adobeims
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/logical"
-
-	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 )
 
 // The rotation keys of config reads and rotate-root responses.
@@ -87,17 +84,7 @@ func rotationErrorResponse(err error) (*logical.Response, error) {
 	case errors.Is(err, errNewSecretRefused):
 		return nil, logical.CodedError(http.StatusBadGateway, "rotating the client secret: "+err.Error())
 	}
-	return imsErrorResponseOr("rotating the client secret", err)
-}
-
-// imsErrorResponseOr is imsErrorResponse for IMS failures, and a plain
-// error otherwise.
-func imsErrorResponseOr(doing string, err error) (*logical.Response, error) {
-	var ie *ims.Error
-	if errors.As(err, &ie) {
-		return imsErrorResponse(doing, err)
-	}
-	return nil, fmt.Errorf("%s: %w", doing, err)
+	return imsErrorResponse("rotating the client secret", err)
 }
 
 // rotationState is what a config read shows about rotation. Keys without a
@@ -118,11 +105,4 @@ func rotationState(cfg *config, st *rotationStatus) map[string]any {
 		m[keyLastRotationError] = st.LastError
 	}
 	return m
-}
-
-func formatTime(t time.Time) string {
-	if t.IsZero() {
-		return ""
-	}
-	return t.UTC().Format(time.RFC3339)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -119,17 +120,29 @@ func validateScopes(field string, scopes []string) ([]string, error) {
 	return slices.Clone(scopes), nil
 }
 
-// imsErrorResponse turns an IMS failure into a Vault response. IMS refusing
-// the request (4xx other than 429) is the caller's problem to fix: 400.
-// Everything else means IMS could not serve it: 502.
+// imsErrorResponse turns a failure into a Vault response. IMS refusing the
+// request (4xx other than 429) is the caller's problem to fix: 400. Any
+// other IMS failure means IMS could not serve it: 502. A failure that is not
+// IMS's (storage, say) stays a plain error: 500.
 func imsErrorResponse(doing string, err error) (*logical.Response, error) {
 	msg := fmt.Sprintf("%s: %v", doing, err)
 	if errors.Is(err, errNotConfigured) {
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	var ie *ims.Error
-	if errors.As(err, &ie) && ie.StatusCode >= 400 && ie.StatusCode < 500 && ie.StatusCode != http.StatusTooManyRequests {
+	switch {
+	case !errors.As(err, &ie):
+		return nil, fmt.Errorf("%s: %w", doing, err)
+	case ie.StatusCode >= 400 && ie.StatusCode < 500 && ie.StatusCode != http.StatusTooManyRequests:
 		return logical.ErrorResponse(msg), nil
 	}
 	return nil, logical.CodedError(http.StatusBadGateway, msg)
+}
+
+// formatTime is how responses show a moment: RFC 3339 in UTC, or "" for none.
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }
