@@ -30,12 +30,12 @@ const (
 
 const (
 	descClientID     = `Client ID of the OAuth Server-to-Server credential, as the Adobe Developer Console shows it. Required.`
-	descClientSecret = `Client secret of the credential. Required when creating the config. Write-only: never returned, logged or put in an error. Changing client_id requires giving the new credential's secret too.`
+	descClientSecret = `Client secret of the credential. Required when creating the config. Write-only: never returned, logged or put in an error. A write that changes client_id, ims_url or io_management_url must give client_secret too, so that nobody who can update config can send the stored secret somewhere new.`
 	descScopes       = `Comma-separated scopes the Developer Console shows for this credential, e.g. "openid,AdobeID,firefly_api,ff_apis". Required. "creds" mints tokens with exactly these; roles may use any subset.`
-	descIMSURL       = `Base URL of Adobe IMS. Defaults to "` + ims.DefaultURL + `". Must be https; plain http is accepted only for loopback hosts.`
+	descIMSURL       = `Base URL of Adobe IMS. Defaults to "` + ims.DefaultURL + `". Must be https; plain http is accepted only for loopback hosts. Changing it requires giving client_secret in the same write.`
 	descOrgID        = `Adobe organization ID (e.g. "1234ABCD@AdobeOrg"), shown in the Developer Console project URL. Needed only for client-secret rotation.`
 	descCredentialID = `Developer Console credential ID, shown in the credential's URL. Needed only for client-secret rotation.`
-	descIOMgmtURL    = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url.`
+	descIOMgmtURL    = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url, and changing it likewise requires giving client_secret in the same write.`
 	descVerify       = `Mint one token with "scopes" before saving, and save nothing if IMS refuses. Defaults to true; not stored. Set false only to stage a config while IMS is unreachable.`
 )
 
@@ -232,11 +232,6 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 		if err := validateClientID(id); err != nil {
 			return nil, err
 		}
-		if old != nil && id != old.ClientID {
-			if _, ok := d.GetOk(keyClientSecret); !ok {
-				return nil, fmt.Errorf("client_id changes from %q to %q: also give the client_secret of the new credential", old.ClientID, id)
-			}
-		}
 		cfg.ClientID = id
 	}
 	if v, ok := d.GetOk(keyClientSecret); ok {
@@ -292,6 +287,10 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 		cfg.CredentialID = v.(string)
 	}
 
+	if err := checkSecretStaysHome(old, cfg, d); err != nil {
+		return nil, err
+	}
+
 	var missing []string
 	if cfg.ClientID == "" {
 		missing = append(missing, keyClientID)
@@ -322,4 +321,43 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, err
 	}
 	return nil, nil
+}
+
+// checkSecretStaysHome refuses a write that would send the stored client
+// secret, or a token minted with it, somewhere new: a changed client_id, IMS
+// URL or I/O Management URL must come with the secret it is to be used with.
+// Whoever can update config but does not know the secret could otherwise
+// point ims_url at a host of theirs and have verify (or any later mint) post
+// the stored secret to it, or point io_management_url at one and have
+// rotate-root hand it a token that manages the credential's secrets.
+//
+// It compares the merged result with what is stored rather than looking at
+// which fields were given, so that no way of changing these fields, now or
+// later, can get around it.
+func checkSecretStaysHome(old, cfg *config, d *framework.FieldData) error {
+	if old == nil {
+		return nil
+	}
+	if _, given := d.GetOk(keyClientSecret); given {
+		return nil
+	}
+	var moved []string
+	for _, f := range []struct {
+		key      string
+		old, new string
+	}{
+		{keyClientID, old.ClientID, cfg.ClientID},
+		{keyIMSURL, old.IMSURL, cfg.IMSURL},
+		{keyIOManagementURL, old.IOManagementURL, cfg.IOManagementURL},
+	} {
+		if f.old != f.new {
+			moved = append(moved, fmt.Sprintf("%s from %q to %q", f.key, f.old, f.new))
+		}
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	return fmt.Errorf("this write changes %s, which decides where the client secret and tokens minted with it are sent: "+
+		"give client_secret in the same write (the secret for that client and host); nothing was saved or sent",
+		strings.Join(moved, " and "))
 }

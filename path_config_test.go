@@ -107,7 +107,7 @@ func TestConfigBadInputChangesNothing(t *testing.T) {
 		{"empty client_id", map[string]any{"client_id": ""}, "client_id is empty"},
 		{"client_id with space", map[string]any{"client_id": "abc def", "client_secret": "x"}, "characters an Adobe identifier cannot have"},
 		{"oversized client_id", map[string]any{"client_id": strings.Repeat("a", 300), "client_secret": "x"}, "at most 255"},
-		{"client_id change without secret", map[string]any{"client_id": "other"}, "also give the client_secret"},
+		{"client_id change without secret", map[string]any{"client_id": "other"}, "give client_secret in the same write"},
 		{"secret with newline", map[string]any{"client_secret": "abc\n"}, "whitespace"},
 		{"empty secret", map[string]any{"client_secret": ""}, "client_secret is empty"},
 		{"space-separated scopes", map[string]any{"scopes": "openid AdobeID"}, "separated by commas"},
