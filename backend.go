@@ -61,6 +61,9 @@ type backendOptions struct {
 	now        func() time.Time
 	httpClient *http.Client
 	imsOptions ims.Options // retry tuning; HTTPClient, Logger and OnAttempt are set by the backend
+	// onWriterWait is told when an operation that changes the credential
+	// waits for another to finish, so tests can interleave them exactly.
+	onWriterWait func(op string)
 }
 
 type backend struct {
@@ -69,6 +72,10 @@ type backend struct {
 
 	cache   *tokencache.Cache
 	metrics *metrics
+
+	// writer is held by each operation that changes the credential: config
+	// writes and deletes, role writes, rotations and their rollback.
+	writer *writerLock
 
 	// mu guards conn, which is built from the stored config on first use and
 	// dropped whenever the config changes.
@@ -95,7 +102,7 @@ func newBackend(opts backendOptions) *backend {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	b := &backend{opts: opts, metrics: &metrics{}}
+	b := &backend{opts: opts, metrics: &metrics{}, writer: newWriterLock(opts.onWriterWait)}
 	b.cache = tokencache.New(b.mintShared, tokencache.Options{
 		Now:         opts.now,
 		MintTimeout: imsCallBound,
@@ -164,21 +171,48 @@ func (b *backend) clean(context.Context) {
 	b.cache.Close()
 }
 
-// reloadConfig follows a config change made on another node. When only the
-// client secret changed (a rotation), tokens minted with the old secret are
-// still valid at IMS and stay cached; any other change drops them.
+// reloadConfig follows a config change made on another node, the same way
+// the node that made it does (useConfig).
 func (b *backend) reloadConfig(ctx context.Context) {
-	b.mu.RLock()
-	old := b.conn
-	b.mu.RUnlock()
-	if old != nil && b.storage != nil {
-		cfg, err := getConfig(ctx, b.storage)
-		if err == nil && cfg != nil && sameCredential(old.config, cfg) {
-			b.useRotatedConfig(cfg)
-			return
-		}
+	cfg, err := getConfig(ctx, b.storage)
+	if err != nil {
+		b.logger("config").Warn("could not read the changed config; it is read again on the next request", "error", err)
+		b.resetClient()
+		return
 	}
-	b.resetClient()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var old *config
+	if b.conn != nil {
+		old = b.conn.config
+	}
+	b.useConfigLocked(old, cfg)
+}
+
+// useConfig points the node at cfg, the config as stored now (nil once
+// deleted), which replaced old (nil if unknown), and returns the cache
+// generation that tokens minted with cfg belong to.
+//
+// A change that keeps the client, the scopes and the IMS URL (a new secret,
+// by rotation or by a write, or rotation settings) keeps the cached tokens:
+// tokens minted with the old secret stay valid at IMS until they expire, and
+// minting again would only spend IMS calls. Any other change drops them.
+// Every node does the same, whichever node made the change.
+func (b *backend) useConfig(old, cfg *config) uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.useConfigLocked(old, cfg)
+}
+
+func (b *backend) useConfigLocked(old, cfg *config) uint64 {
+	if cfg == nil || old == nil || !sameCredential(old, cfg) {
+		b.cache.Purge()
+	}
+	b.conn = nil
+	if cfg != nil {
+		b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
+	}
+	return b.cache.Generation()
 }
 
 // sameCredential says whether two configs mint the same tokens: the same
@@ -187,8 +221,8 @@ func sameCredential(a, b *config) bool {
 	return a.ClientID == b.ClientID && a.IMSURL == b.IMSURL && slices.Equal(a.Scopes, b.Scopes)
 }
 
-// resetClient forgets the IMS client and every cached token, because they
-// belong to a credential that changed.
+// resetClient forgets the IMS client and every cached token; the config is
+// read again on the next request.
 func (b *backend) resetClient() {
 	b.mu.Lock()
 	b.conn = nil

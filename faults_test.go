@@ -45,7 +45,7 @@ func TestFaultMatrix(t *testing.T) {
 		{name: "untrusted TLS certificate", setup: func(e *testEnv) {
 			tlsSrv := httptest.NewTLSServer(e.emu)
 			e.t.Cleanup(tlsSrv.Close)
-			e.mustOK(e.write("config", map[string]any{"ims_url": tlsSrv.URL, "verify": false}))
+			e.mustOK(e.write("config", map[string]any{"ims_url": tlsSrv.URL, "client_secret": testClientSecret, "verify": false}))
 		}, want: []string{"certificate"}},
 	}
 	for _, tc := range cases {

@@ -2,6 +2,8 @@ package adobeims
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"maps"
 	"slices"
@@ -58,7 +60,12 @@ type config struct {
 
 	// Rotation. The uuid names the stored secret at Adobe, so that rotation
 	// deletes only the secret Vault holds; it is empty until Vault rotates.
-	ClientSecretUUID  string        `json:"client_secret_uuid,omitempty"`
+	ClientSecretUUID string `json:"client_secret_uuid,omitempty"`
+	// SecretStamp is a random value drawn anew whenever the stored secret
+	// changes, by a write or a rotation. A rotation's write-ahead log entry
+	// keeps the stamp it started from, so that rolling it back can tell
+	// whether the secret it replaced is still the one stored.
+	SecretStamp       string        `json:"secret_stamp,omitempty"`
 	LastRotation      time.Time     `json:"last_rotation,omitzero"`
 	RotationPeriod    time.Duration `json:"rotation_period,omitempty"`
 	RotationEnabledAt time.Time     `json:"rotation_enabled_at,omitzero"`
@@ -90,11 +97,11 @@ func pathConfig(b *backend) *framework.Path {
 				DisplayAttrs: &framework.DisplayAttributes{OperationSuffix: "configuration", OperationVerb: "read"},
 				Summary:      "Read the credential's settings; the client secret is never returned.",
 			},
-			logical.CreateOperation: forwarded(b.pathConfigWrite, "write", "configuration",
+			logical.CreateOperation: forwarded(b.exclusively(opConfigWrite, b.pathConfigWrite), "write", "configuration",
 				"Store the credential, after minting one token with it unless verify=false."),
-			logical.UpdateOperation: forwarded(b.pathConfigWrite, "write", "configuration",
+			logical.UpdateOperation: forwarded(b.exclusively(opConfigWrite, b.pathConfigWrite), "write", "configuration",
 				"Change the fields given, after minting one token with the result unless verify=false."),
-			logical.DeleteOperation: forwarded(b.pathConfigDelete, "delete", "configuration",
+			logical.DeleteOperation: forwarded(b.exclusively(opConfigDelete, b.pathConfigDelete), "delete", "configuration",
 				"Delete the credential and drop every cached token."),
 		},
 		HelpSynopsis: "The Adobe Developer Console OAuth Server-to-Server credential that tokens are minted with.",
@@ -184,25 +191,12 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		}
 	}
 
-	// A rotation that finished while this write was being verified stored a
-	// new secret and deleted the one merged into cfg: saving would bring the
-	// deleted secret back.
-	if _, given := d.GetOk(keyClientSecret); !given && old != nil {
-		cur, err := getConfig(ctx, req.Storage)
-		if err != nil {
-			return nil, err
-		}
-		if cur != nil && cur.ClientSecret != old.ClientSecret {
-			return logical.ErrorResponse("the client secret was rotated while this write was being verified, so nothing was saved: write again"), nil
-		}
-	}
-
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {
 		return nil, err
 	}
-	b.resetClient()
+	gen := b.useConfig(old, cfg)
 	if verified != nil {
-		b.cache.Put(verified)
+		b.cache.Put(verified, gen)
 	}
 	// A changed config may have fixed what made automatic rotation fail:
 	// let the next periodic check try again without waiting out the back-off.
@@ -242,8 +236,9 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	}
 	// A secret given here may be any of the credential's, and a new client_id
 	// is another credential: the stored uuid no longer names the secret.
-	if old != nil && (cfg.ClientID != old.ClientID || cfg.ClientSecret != old.ClientSecret) {
+	if old == nil || cfg.ClientID != old.ClientID || cfg.ClientSecret != old.ClientSecret {
 		cfg.ClientSecretUUID = ""
+		cfg.SecretStamp = newSecretStamp()
 	}
 	if old != nil && cfg.ClientID != old.ClientID {
 		cfg.LastRotation = time.Time{}
@@ -316,7 +311,7 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
-	b.resetClient()
+	b.useConfig(nil, nil)
 	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
 		return nil, err
 	}
@@ -360,4 +355,11 @@ func checkSecretStaysHome(old, cfg *config, d *framework.FieldData) error {
 	return fmt.Errorf("this write changes %s, which decides where the client secret and tokens minted with it are sent: "+
 		"give client_secret in the same write (the secret for that client and host); nothing was saved or sent",
 		strings.Join(moved, " and "))
+}
+
+// newSecretStamp draws a SecretStamp.
+func newSecretStamp() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
 }

@@ -177,16 +177,64 @@ func TestConfigDeleteDropsTokens(t *testing.T) {
 	}
 }
 
-func TestConfigChangeDropsCachedTokens(t *testing.T) {
-	e := newTestEnv(t)
-	e.configure(nil)
-	first := e.creds("creds").Data["access_token"]
-	if again := e.creds("creds").Data["access_token"]; again != first {
-		t.Fatal("shared token not reused")
+// TestConfigChangeKeepsOrDropsTokensAlikeOnEveryNode: the node that writes
+// the config and a node that learns of it through Invalidate keep or drop
+// cached tokens alike. A change that keeps the client, scopes and IMS URL
+// keeps them, as tokens minted with an earlier secret stay valid at IMS.
+func TestConfigChangeKeepsOrDropsTokensAlikeOnEveryNode(t *testing.T) {
+	cases := []struct {
+		name   string
+		write  map[string]any
+		edit   func(c *config)
+		keeps  bool
+		scopes int
+	}{
+		{
+			name:  "secret only",
+			write: map[string]any{"client_secret": "another-secret-of-the-same-client", "verify": false},
+			edit:  func(c *config) { c.ClientSecret = "another-secret-of-the-same-client" },
+			keeps: true,
+		},
+		{
+			name:  "rotation settings only",
+			write: map[string]any{"org_id": "ORG@AdobeOrg", "credential_id": "cred1", "verify": false},
+			edit:  func(c *config) { c.OrgID, c.CredentialID = "ORG@AdobeOrg", "cred1" },
+			keeps: true,
+		},
+		{
+			name:  "scopes",
+			write: map[string]any{"scopes": "openid,AdobeID", "verify": false},
+			edit:  func(c *config) { c.Scopes = []string{"openid", "AdobeID"} },
+		},
+		{
+			name:  "ims_url",
+			write: map[string]any{"ims_url": "http://localhost:1", "client_secret": testClientSecret, "verify": false},
+			edit:  func(c *config) { c.IMSURL = "http://localhost:1" },
+		},
 	}
-	e.mustOK(e.write("config", map[string]any{"client_secret": testClientSecret, "verify": false}))
-	if after := e.creds("creds").Data["access_token"]; after == first {
-		t.Fatal("config change kept the old token")
+	for _, tc := range cases {
+		for _, where := range []string{"this node", "another node"} {
+			t.Run(tc.name+"/"+where, func(t *testing.T) {
+				e := newTestEnv(t)
+				e.configure(nil)
+				e.creds("creds")
+				if where == "this node" {
+					e.mustOK(e.write("config", tc.write))
+				} else {
+					e.changeStoredConfig(tc.edit)
+					e.b.invalidate(t.Context(), configStorageKey)
+				}
+				if kept := len(e.b.cache.States()) == 1; kept != tc.keeps {
+					t.Fatalf("cached token kept=%v, want %v", kept, tc.keeps)
+				}
+				e.b.mu.RLock()
+				conn := e.b.conn
+				e.b.mu.RUnlock()
+				if stored, _ := getConfig(t.Context(), e.storage); conn == nil || conn.config.ClientSecret != stored.ClientSecret || conn.config.IMSURL != stored.IMSURL {
+					t.Fatal("the node does not mint with the stored config")
+				}
+			})
+		}
 	}
 }
 

@@ -27,7 +27,7 @@ func pathRotate(b *backend) []*framework.Path {
 		Pattern:      "config/rotate-root",
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix},
 		Operations: map[logical.Operation]framework.OperationHandler{
-			logical.UpdateOperation: forwarded(b.pathRotateRootWrite, "rotate", "root-credentials",
+			logical.UpdateOperation: forwarded(b.exclusively(opRotateRoot, b.pathRotateRootWrite), "rotate", "root-credentials",
 				"Replace the client secret with a new one that only Vault knows."),
 		},
 		HelpSynopsis: "Rotate the client secret through the Adobe I/O Management API.",

@@ -149,10 +149,26 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	// lease outlive the token: a token already at its safe end (a slow IMS
 	// answer with a short-lived token) is never leased.
 	if left := tok.SafeEnd().Sub(b.opts.now()); left <= 0 {
+		if cr.role.Mode == modeDedicated {
+			b.invalidateUnleased(ctx, conn.client, tok)
+		}
 		return nil, logical.CodedError(502, fmt.Sprintf("the token Adobe IMS issued expires at %s, too soon to lease (its safe end passed %s ago); read again, and check the IMS latency and this host's clock if it persists",
 			tok.ExpiresAt.UTC().Format(time.RFC3339), (-left).Round(time.Millisecond)))
 	}
 	return b.credsResponse(cr, conn.config.ClientID, tok), nil
+}
+
+// invalidateUnleased invalidates a dedicated token that no lease will
+// revoke. It outlives the request: a caller that gave up must not leave a
+// live token behind.
+func (b *backend) invalidateUnleased(ctx context.Context, c *ims.Client, tok *tokencache.Token) {
+	ctx, cancel := cleanupContext(ctx)
+	defer cancel()
+	b.metrics.invalidations.Add(1)
+	if err := c.Invalidate(ctx, tok.AccessToken); err != nil {
+		b.metrics.invalidationFailures.Add(1)
+		b.logger("revoke").Warn("could not invalidate a dedicated token that was too close to its end to lease; it expires on its own", "expires_at", formatTime(tok.ExpiresAt), "error", err)
+	}
 }
 
 func (b *backend) credsResponse(cr credsRequest, clientID string, tok *tokencache.Token) *logical.Response {

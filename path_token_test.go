@@ -279,4 +279,12 @@ func TestTokenAtItsEndIsNeverLeased(t *testing.T) {
 	if resp != nil && resp.Secret != nil {
 		t.Fatalf("a lease was issued: %#v", resp.Secret)
 	}
+	// No lease will revoke the dedicated token, so it must not stay live.
+	issued := e.emu.Tokens()
+	if len(issued) != 1 {
+		t.Fatalf("IMS issued %d tokens, want 1", len(issued))
+	}
+	if !issued[0].Invalidated {
+		t.Fatal("the dedicated token that was not leased is still valid at IMS")
+	}
 }

@@ -71,12 +71,15 @@ type rotation struct {
 }
 
 // rotate replaces the client secret: create a new one, prove it mints a
-// token, store it, delete the old one. A failure at any step leaves a working
-// secret stored and at most two at Adobe; a write-ahead log entry covers a
-// crash between creating and storing. Concurrent rotations and config writes
-// are settled by Adobe's two-secret limit and by re-reading the config just
-// before storing: a rotation whose starting secret is no longer stored stores
-// nothing.
+// token, store it, delete the old one. The caller holds the writer lock, so
+// no config write or other rotation runs meanwhile on this node; each step
+// that depends on the config (storing, retiring) still reads it again, as
+// another node or a person in the Developer Console may have acted.
+//
+// A failure at any step leaves a working secret stored and at most two at
+// Adobe. A write-ahead log entry, put before the create call and naming the
+// secrets that existed before it, lets Vault's rollback finish the job after
+// a crash or a lost answer at any point.
 func (b *backend) rotate(ctx context.Context, s logical.Storage) (*rotationResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, rotationBound)
 	defer cancel()
@@ -108,19 +111,19 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage) (*rotationResul
 	if err != nil {
 		return nil, err
 	}
-	created, err := r.create(ctx, secrets)
+	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, &rotationWAL{
+		ClientID: cfg.ClientID, OrgID: cfg.OrgID, CredentialID: cfg.CredentialID,
+		OldUUID: current.UUID, Existing: uuidsOf(secrets), SecretStamp: cfg.SecretStamp,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("writing the rotation's write-ahead log entry, before asking Adobe for a new secret (nothing was changed): %w", err)
+	}
+	created, err := r.create(ctx, secrets, walID)
 	if err != nil {
 		return nil, err
 	}
 	r.log.Info("created a new client secret", "uuid", created.UUID)
 
-	walID, err := framework.PutWAL(ctx, s, walKindRotateRoot, &rotationWAL{
-		ClientID: cfg.ClientID, OrgID: cfg.OrgID, CredentialID: cfg.CredentialID,
-		NewUUID: created.UUID, OldUUID: current.UUID,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("writing the rotation's write-ahead log entry (%s): %w", r.discard(ctx, created.UUID, ""), err)
-	}
 	if err := r.verify(ctx, created.ClientSecret); err != nil {
 		return nil, fmt.Errorf("%w (%s): %w", errNewSecretRefused, r.discard(ctx, created.UUID, walID), err)
 	}
@@ -130,10 +133,10 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage) (*rotationResul
 	}
 	// New mints use the new secret from here on; cached shared tokens stay,
 	// as Adobe keeps them valid until they expire.
-	b.useRotatedConfig(stored)
+	b.useConfig(cfg, stored)
 
 	res := &rotationResult{config: stored, created: created.Secret, oldUUID: current.UUID, rotatedAt: stored.LastRotation}
-	if err := r.retire(ctx, current.UUID, walID); err != nil {
+	if err := r.retire(ctx, current.UUID, created.UUID, walID); err != nil {
 		res.warnings = append(res.warnings, err.Error())
 	} else {
 		res.oldGone = true
@@ -143,6 +146,14 @@ func (b *backend) rotate(ctx context.Context, s logical.Storage) (*rotationResul
 	}
 	r.log.Info("rotated the client secret", "uuid", created.UUID, "previous_uuid", current.UUID, "previous_deleted", res.oldGone)
 	return res, nil
+}
+
+func uuidsOf(secrets []ims.Secret) []string {
+	out := make([]string, 0, len(secrets))
+	for _, s := range secrets {
+		out = append(out, s.UUID)
+	}
+	return out
 }
 
 // checkRotatable says what the config lacks for rotation.
@@ -229,49 +240,67 @@ func describeSecrets(secrets []ims.Secret) string {
 	return strings.Join(parts, ", ")
 }
 
-// create asks Adobe for a new secret.
-func (r *rotation) create(ctx context.Context, before []ims.Secret) (*ims.CreatedSecret, error) {
+// create asks Adobe for a new secret. When Adobe certainly made none, the
+// write-ahead log entry is dropped; when it may have, the secrets that were
+// not there before are deleted, and the entry stays unless that settled it.
+func (r *rotation) create(ctx context.Context, before []ims.Secret, walID string) (*ims.CreatedSecret, error) {
 	created, err := r.mgmt.CreateSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID)
 	if err == nil {
 		return created, nil
 	}
 	var ie *ims.Error
 	if errors.As(err, &ie) && ie.StatusCode >= 400 && ie.StatusCode < 500 {
+		r.dropWAL(ctx, walID)
 		return nil, managementError("creating a new client secret", err)
 	}
 	// A 5xx or a lost answer may hide a secret Adobe did create. Its value
 	// never reached Vault, so nobody can use it: delete it rather than let
 	// it hold one of the credential's two places.
-	return nil, fmt.Errorf("creating a new client secret (%s): %w", r.deleteUnseen(ctx, before), err)
+	note, settled := r.deleteUnseen(ctx, before)
+	if settled {
+		r.dropWAL(ctx, walID)
+	}
+	return nil, fmt.Errorf("creating a new client secret (%s): %w", note, err)
 }
 
 // deleteUnseen deletes the secrets that appeared since before was listed,
-// which only this rotation's create request can have made.
-func (r *rotation) deleteUnseen(ctx context.Context, before []ims.Secret) string {
+// just ahead of the create call, except the one the config names now: only
+// this rotation's create can have made them, unless someone else rotated
+// meanwhile, and then the config says which secret is theirs. It reports
+// what it did and whether nothing is left to settle.
+func (r *rotation) deleteUnseen(ctx context.Context, before []ims.Secret) (string, bool) {
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
+	cur, err := getConfig(ctx, r.s)
+	if err != nil {
+		r.log.Warn("could not read the config to learn which secret must stay", "error", err)
+		return "whether Adobe created a secret anyway is unknown; Vault's write-ahead log settles it " + rollbackWithin, false
+	}
 	after, err := r.mgmt.ListSecrets(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID)
 	if err != nil {
 		r.log.Warn("could not list the client secrets to learn whether a failed create made one", "error", err)
-		return "whether Adobe created a secret anyway is unknown: list the credential's secrets in the Adobe Developer Console"
+		return "whether Adobe created a secret anyway is unknown; Vault's write-ahead log settles it " + rollbackWithin, false
 	}
+	existed := uuidsOf(before)
+	settled := true
 	var notes []string
 	for _, s := range after {
-		if slices.ContainsFunc(before, func(b ims.Secret) bool { return b.UUID == s.UUID }) {
+		if slices.Contains(existed, s.UUID) || (cur != nil && s.UUID == cur.ClientSecretUUID) {
 			continue
 		}
 		if err := r.mgmt.DeleteSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID, s.UUID); err != nil {
-			r.log.Warn("a failed create made a client secret that could not be deleted", "uuid", s.UUID, "error", err)
-			notes = append(notes, fmt.Sprintf("Adobe created secret %s anyway, and it could not be deleted: delete it in the Adobe Developer Console", s.UUID))
+			r.log.Warn("a failed create made a client secret that could not be deleted yet", "uuid", s.UUID, "error", err)
+			notes = append(notes, fmt.Sprintf("Adobe created secret %s anyway, and it could not be deleted yet; Vault's write-ahead log deletes it %s", s.UUID, rollbackWithin))
+			settled = false
 			continue
 		}
 		r.log.Warn("a failed create made a client secret anyway; deleted it", "uuid", s.UUID)
 		notes = append(notes, fmt.Sprintf("Adobe created secret %s anyway; it was deleted", s.UUID))
 	}
 	if len(notes) == 0 {
-		return "Adobe created no secret"
+		return "Adobe created no secret", settled
 	}
-	return strings.Join(notes, "; ")
+	return strings.Join(notes, "; "), settled
 }
 
 // verify proves the new secret mints a token with the config's scopes,
@@ -307,19 +336,20 @@ func (r *rotation) verify(ctx context.Context, secret string) error {
 }
 
 // store writes the new secret into the config, unless the config changed
-// since the rotation started (another rotation, or an operator's write):
-// then the new secret is not needed.
+// since the rotation started (another node's rotation, or a write): then the
+// new secret is not needed.
 func (r *rotation) store(ctx context.Context, created *ims.CreatedSecret, walID string) (*config, error) {
 	cur, err := getConfig(ctx, r.s)
 	if err != nil {
 		return nil, fmt.Errorf("reading the config before storing the new secret (%s): %w", r.discard(ctx, created.UUID, walID), err)
 	}
-	if cur == nil || cur.ClientID != r.cfg.ClientID || cur.ClientSecret != r.cfg.ClientSecret {
+	if cur == nil || !sameSecret(cur, r.cfg) {
 		return nil, refusef("the config's credential changed while its secret was being rotated, so the new secret was not stored (%s): rotate again if still wanted",
 			r.discard(ctx, created.UUID, walID))
 	}
 	next := *cur
 	next.ClientSecret, next.ClientSecretUUID = created.ClientSecret, created.UUID
+	next.SecretStamp = newSecretStamp()
 	next.LastRotation = r.b.opts.now().UTC()
 	if err := putConfig(ctx, r.s, &next); err != nil {
 		// A write that reports an error may still have landed (a storage
@@ -337,22 +367,37 @@ func (r *rotation) store(ctx context.Context, created *ims.CreatedSecret, walID 
 	return &next, nil
 }
 
-// retire deletes the secret the rotation replaced. Tokens minted with it
-// stay valid at Adobe until they expire, which is why cached shared tokens
-// are kept. It runs even if the request was cancelled: the new secret is
-// stored, and finishing the job beats leaving it to the write-ahead log.
-func (r *rotation) retire(ctx context.Context, oldUUID, walID string) error {
+// sameSecret says whether two configs hold the same secret of the same
+// credential.
+func sameSecret(a, b *config) bool {
+	return a.ClientID == b.ClientID && a.OrgID == b.OrgID && a.CredentialID == b.CredentialID &&
+		a.ClientSecret == b.ClientSecret && a.SecretStamp == b.SecretStamp
+}
+
+// retire deletes the secret the rotation replaced, once the config is seen
+// to hold the new one. Tokens minted with the old secret stay valid at Adobe
+// until they expire, which is why cached shared tokens are kept. It runs
+// even if the request was cancelled: the new secret is stored, and finishing
+// the job beats leaving it to the write-ahead log.
+func (r *rotation) retire(ctx context.Context, oldUUID, newUUID, walID string) error {
 	ctx, cancel := cleanupContext(ctx)
 	defer cancel()
+	cur, err := getConfig(ctx, r.s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("the new secret is stored, but reading the config again before deleting the previous secret %s failed: %v; "+
+			"Vault's write-ahead log deletes it %s", oldUUID, err, rollbackWithin)
+	case cur == nil || cur.ClientSecretUUID != newUUID:
+		r.log.Warn("the config no longer holds the new client secret, so the previous one is kept", "previous_uuid", oldUUID, "uuid", newUUID)
+		return fmt.Errorf("the new secret %s was stored, but the config changed since and no longer holds it, so the previous secret %s was not deleted; "+
+			"Vault's write-ahead log settles it %s", newUUID, oldUUID, rollbackWithin)
+	}
 	if err := r.mgmt.DeleteSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID, oldUUID); err != nil {
 		r.log.Warn("the new client secret is stored, but the previous one could not be deleted yet", "previous_uuid", oldUUID, "error", err)
 		return fmt.Errorf("the new secret is stored and in use, but deleting the previous secret %s failed: %v; "+
 			"Vault's write-ahead log retries %s, and so does the next rotation", oldUUID, err, rollbackWithin)
 	}
-	if err := framework.DeleteWAL(ctx, r.s, walID); err != nil {
-		// Harmless: rolling the entry back finds the old secret gone.
-		r.log.Warn("could not remove the rotation's write-ahead log entry", "error", err)
-	}
+	r.dropWAL(ctx, walID)
 	return nil
 }
 
@@ -364,30 +409,23 @@ func (r *rotation) discard(ctx context.Context, newUUID, walID string) string {
 	defer cancel()
 	if err := r.mgmt.DeleteSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID, newUUID); err != nil {
 		r.log.Warn("could not delete the unused new client secret", "uuid", newUUID, "error", err)
-		if walID != "" {
-			return fmt.Sprintf("the unused new secret %s could not be deleted yet; Vault's write-ahead log deletes it %s", newUUID, rollbackWithin)
-		}
-		return fmt.Sprintf("the unused new secret %s could not be deleted: delete it in the Adobe Developer Console", newUUID)
+		return fmt.Sprintf("the unused new secret %s could not be deleted yet; Vault's write-ahead log deletes it %s", newUUID, rollbackWithin)
 	}
-	if walID != "" {
-		if err := framework.DeleteWAL(ctx, r.s, walID); err != nil {
-			r.log.Warn("could not remove the rotation's write-ahead log entry", "error", err)
-		}
-	}
+	r.dropWAL(ctx, walID)
 	return fmt.Sprintf("the unused new secret %s was deleted", newUUID)
+}
+
+// dropWAL removes the rotation's write-ahead log entry once nothing is left
+// for a rollback to do.
+func (r *rotation) dropWAL(ctx context.Context, walID string) {
+	if err := framework.DeleteWAL(ctx, r.s, walID); err != nil {
+		// Harmless: rolling the entry back finds nothing to delete.
+		r.log.Warn("could not remove the rotation's write-ahead log entry", "error", err)
+	}
 }
 
 // cleanupContext outlives the request's cancellation: undoing a half-done
 // rotation matters more than answering on time.
 func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), imsCallBound)
-}
-
-// useRotatedConfig points new mints at the rotated secret. Unlike
-// resetClient it keeps the cached shared tokens: the credential is the same,
-// and tokens minted with the old secret stay valid until they expire.
-func (b *backend) useRotatedConfig(cfg *config) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
 }

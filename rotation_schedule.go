@@ -37,6 +37,11 @@ type rotationStatus struct {
 // calls it about once a minute on the node that may write storage. This is
 // Vault Community Edition's way: Enterprise's rotation manager is not used.
 func (b *backend) rotateIfDue(ctx context.Context, s logical.Storage) error {
+	unlock, err := b.writer.lock(ctx, opRotateSchedule)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	cfg, err := getConfig(ctx, s)
 	if err != nil || cfg == nil || cfg.RotationPeriod <= 0 {
 		return err

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -22,23 +25,66 @@ const walRollbackMinAge = 10 * time.Minute
 var rollbackWithin = fmt.Sprintf("within about %d minutes", int((walRollbackMinAge+time.Minute)/time.Minute))
 
 // walKindRotateRoot is the kind of the write-ahead log entry a rotation puts
-// once Adobe created the new secret and before Vault stores it.
+// just before it asks Adobe for a new secret.
 const walKindRotateRoot = "rotate-root"
 
 // rotationWAL is that entry. It names secrets by uuid only: the secret
-// itself must not sit in storage outside the seal-wrapped config.
+// itself must not sit in storage outside the seal-wrapped config. The new
+// secret's uuid is unknown when it is written; the list of the secrets that
+// existed before the create call is what tells the new one apart.
 type rotationWAL struct {
 	ClientID     string `json:"client_id" mapstructure:"client_id"`
 	OrgID        string `json:"org_id" mapstructure:"org_id"`
 	CredentialID string `json:"credential_id" mapstructure:"credential_id"`
-	NewUUID      string `json:"new_uuid" mapstructure:"new_uuid"`
 	OldUUID      string `json:"old_uuid" mapstructure:"old_uuid"`
+	// Existing lists the credential's secrets just before the create call.
+	Existing []string `json:"existing" mapstructure:"existing"`
+	// SecretStamp is the config's SecretStamp when the rotation started.
+	SecretStamp string `json:"secret_stamp" mapstructure:"secret_stamp"`
+	// NewUUID is set only by entries of v0.1, which were put after the
+	// create call had answered.
+	NewUUID string `json:"new_uuid,omitempty" mapstructure:"new_uuid"`
 }
 
 // sameCredential reports whether the entry's secrets belong to the
 // credential cfg holds; after a config change they may not.
 func (w *rotationWAL) sameCredential(cfg *config) bool {
 	return cfg != nil && cfg.ClientID == w.ClientID && cfg.OrgID == w.OrgID && cfg.CredentialID == w.CredentialID
+}
+
+// leftovers says which of the credential's secrets (by uuid) the rotation
+// left behind for cfg, the config as stored now, and so may be deleted. It
+// never names the secret the config holds. ok is false when the config's
+// secret changed in a way the entry cannot account for (a person wrote
+// another secret since), and then nothing may be deleted.
+func (w *rotationWAL) leftovers(cfg *config, atAdobe []string) (uuids []string, ok bool) {
+	stored := cfg.ClientSecretUUID
+	var left func(uuid string) bool
+	switch {
+	case len(w.Existing) == 0: // an entry of v0.1
+		left = func(u string) bool {
+			if stored == w.NewUUID {
+				return u == w.OldUUID
+			}
+			return u == w.NewUUID
+		}
+	case cfg.SecretStamp == w.SecretStamp:
+		// The rotation stored nothing: whatever appeared since it listed
+		// the secrets is its new one, whose value nobody has.
+		left = func(u string) bool { return !slices.Contains(w.Existing, u) }
+	case stored != "" && !slices.Contains(w.Existing, stored):
+		// A rotation stored a secret that did not exist when this one
+		// started: the secret this one replaced is no longer needed.
+		left = func(u string) bool { return u == w.OldUUID }
+	default:
+		return nil, false
+	}
+	for _, u := range atAdobe {
+		if u != stored && left(u) {
+			uuids = append(uuids, u)
+		}
+	}
+	return uuids, true
 }
 
 // walRollback is Vault's call to undo what a crashed or failed request left
@@ -59,59 +105,79 @@ func (b *backend) walRollback(ctx context.Context, req *logical.Request, kind st
 		b.logger("rotate").Error("dropping an unreadable rotate-root write-ahead log entry: check the credential's secrets in the Adobe Developer Console", "error", err)
 		return nil
 	}
+	unlock, err := b.writer.lock(ctx, opRollback)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	return b.rollbackRotation(ctx, req.Storage, &w)
 }
 
-// rollbackRotation finishes a rotation that stopped between creating the new
-// secret and deleting the old one, going by what the config holds now: if
-// the new secret was stored the old one is retired, otherwise the new one,
-// which nobody knows. It never deletes the secret the config holds. A nil
-// return lets Vault drop the entry; an error keeps it for the next try.
+// rollbackRotation finishes a rotation that stopped anywhere between its
+// write-ahead log entry and deleting the old secret, going by what the
+// config holds now: if the new secret was stored the old one is retired,
+// otherwise any secret that appeared since the entry was put, which nobody
+// knows. It never deletes the secret the config holds. A nil return lets
+// Vault drop the entry; an error keeps it for the next try.
 func (b *backend) rollbackRotation(ctx context.Context, s logical.Storage, w *rotationWAL) error {
 	log := b.logger("rotate")
 	cfg, err := getConfig(ctx, s)
 	if err != nil {
 		return err
 	}
-	leftover := w.NewUUID
-	if cfg != nil && cfg.ClientSecretUUID == w.NewUUID {
-		leftover = w.OldUUID
-	}
-	switch {
-	case !w.sameCredential(cfg):
-		log.Error("an interrupted rotation left a client secret at Adobe that Vault can no longer delete, because the config changed since: delete it in the Adobe Developer Console if it is unused",
-			"client_id", w.ClientID, "credential_id", w.CredentialID, "new_uuid", w.NewUUID, "previous_uuid", w.OldUUID)
-		return nil
-	case leftover == "" || leftover == cfg.ClientSecretUUID:
+	if !w.sameCredential(cfg) {
+		log.Error("an interrupted rotation may have left a client secret at Adobe that Vault can no longer delete, because the config changed since: check the credential's secrets in the Adobe Developer Console",
+			"client_id", w.ClientID, "credential_id", w.CredentialID, "secrets_before", strings.Join(w.Existing, ","), "previous_uuid", w.OldUUID)
 		return nil
 	}
-
 	bearer, err := b.managementToken(ctx, cfg)
-	if err == nil {
-		err = ims.NewManagement(cfg.IOManagementURL, cfg.ClientID, b.imsOptions()).DeleteSecret(ctx, bearer, cfg.OrgID, cfg.CredentialID, leftover)
+	if err != nil {
+		return b.rollbackFailed(w, err)
 	}
+	mgmt := ims.NewManagement(cfg.IOManagementURL, cfg.ClientID, b.imsOptions())
+	secrets, err := mgmt.ListSecrets(ctx, bearer, cfg.OrgID, cfg.CredentialID)
+	if err != nil {
+		return b.rollbackFailed(w, err)
+	}
+	leftovers, ok := w.leftovers(cfg, uuidsOf(secrets))
+	if !ok {
+		log.Error("an interrupted rotation may have left a client secret at Adobe, but the config's secret was changed since, so Vault deletes none: check the credential's secrets in the Adobe Developer Console",
+			"secrets_before", strings.Join(w.Existing, ","), "secrets_now", strings.Join(uuidsOf(secrets), ","))
+		return nil
+	}
+	var errs []error
+	for _, u := range leftovers {
+		if err := mgmt.DeleteSecret(ctx, bearer, cfg.OrgID, cfg.CredentialID, u); err != nil {
+			errs = append(errs, fmt.Errorf("deleting client secret %s: %w", u, err))
+			continue
+		}
+		log.Info("finished an interrupted rotation: deleted a client secret Vault does not use", "uuid", u)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return b.rollbackFailed(w, err)
+	}
+	return nil
+}
+
+// rollbackFailed keeps the entry for Vault's next try when trying again may
+// help, and otherwise says once what the operator must do.
+func (b *backend) rollbackFailed(w *rotationWAL, err error) error {
 	var ie *ims.Error
-	switch {
-	case err == nil:
-		log.Info("finished an interrupted rotation: deleted the client secret Vault does not use", "uuid", leftover)
-		return nil
-	case errors.As(err, &ie) && !ie.Retryable():
-		// Adobe refuses, and will go on refusing every minute: say so once.
-		log.Error("could not finish an interrupted rotation: delete the client secret in the Adobe Developer Console if it is unused", "uuid", leftover, "error", err)
+	if errors.As(err, &ie) && !ie.Retryable() {
+		// Adobe refuses, and would go on refusing every minute: say so once.
+		b.logger("rotate").Error("could not finish an interrupted rotation: delete any client secret nothing uses in the Adobe Developer Console",
+			"secrets_before", strings.Join(w.Existing, ","), "previous_uuid", w.OldUUID, "error", err)
 		return nil
 	}
-	return fmt.Errorf("deleting client secret %s left by an interrupted rotation: %w", leftover, err)
+	return fmt.Errorf("finishing an interrupted rotation of the client secret: %w", err)
 }
 
 // finishEarlierRotations deletes secrets that earlier rotations stored a
 // replacement for but could not delete, so they do not hold one of the
 // credential's two places until Vault's rollback gets to them. Entries whose
-// new secret is not the stored one are left to the rollback: they may belong
-// to a rotation still running.
+// new secret was not stored are left to the rollback, which waits until
+// they are old enough not to belong to a rotation still running elsewhere.
 func (r *rotation) finishEarlierRotations(ctx context.Context) {
-	if r.cfg.ClientSecretUUID == "" {
-		return
-	}
 	ids, err := framework.ListWAL(ctx, r.s)
 	if err != nil {
 		r.log.Warn("could not list write-ahead log entries of earlier rotations", "error", err)
@@ -123,16 +189,32 @@ func (r *rotation) finishEarlierRotations(ctx context.Context) {
 			continue
 		}
 		var w rotationWAL
-		if err := mapstructure.Decode(entry.Data, &w); err != nil || w.NewUUID != r.cfg.ClientSecretUUID || !w.sameCredential(r.cfg) {
+		if err := mapstructure.Decode(entry.Data, &w); err != nil || !w.sameCredential(r.cfg) || !w.replacedBy(r.cfg) {
+			continue
+		}
+		if w.OldUUID == r.cfg.ClientSecretUUID {
 			continue
 		}
 		if err := r.mgmt.DeleteSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID, w.OldUUID); err != nil {
-			r.log.Warn("could not delete the secret an earlier rotation replaced", "uuid", w.OldUUID, "error", err)
-			continue
+			var ie *ims.Error
+			if !errors.As(err, &ie) || ie.StatusCode != http.StatusNotFound {
+				r.log.Warn("could not delete the secret an earlier rotation replaced", "uuid", w.OldUUID, "error", err)
+				continue
+			}
+		} else {
+			r.log.Info("deleted the secret an earlier rotation replaced", "uuid", w.OldUUID)
 		}
-		r.log.Info("deleted the secret an earlier rotation replaced", "uuid", w.OldUUID)
 		if err := framework.DeleteWAL(ctx, r.s, id); err != nil {
 			r.log.Warn("could not remove an earlier rotation's write-ahead log entry", "error", err)
 		}
 	}
+}
+
+// replacedBy says whether the rotation of the entry stored its new secret in
+// cfg, so that the secret it replaced is no longer needed.
+func (w *rotationWAL) replacedBy(cfg *config) bool {
+	if len(w.Existing) == 0 {
+		return w.NewUUID != "" && cfg.ClientSecretUUID == w.NewUUID
+	}
+	return cfg.SecretStamp != w.SecretStamp && cfg.ClientSecretUUID != "" && !slices.Contains(w.Existing, cfg.ClientSecretUUID)
 }

@@ -16,6 +16,13 @@
 //     token never outlives that safe end. Past it, a reader must wait for a
 //     new token.
 //   - Concurrent readers that find no servable token share one IMS request.
+//   - At most one background refresh runs per scope set: readers past the
+//     refresh point while it is under way neither start another nor wait for
+//     it, and a failed refresh is reported once, then retried after a back-off.
+//   - Purge starts a new generation: a token minted before it, in the cache
+//     or by a caller handing it to Put, is never stored after it.
+//   - Close stops everything: no timer stays armed, background refreshes are
+//     cancelled and waited for, and their failures are not reported.
 //
 // Nothing here knows about Vault; time comes from an injected clock.
 package tokencache
@@ -104,17 +111,31 @@ type Cache struct {
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 	bgWG     sync.WaitGroup
-	bgMu     sync.Mutex // orders bgWG.Add after Close's Wait
-	closed   bool
+	bgMu     sync.Mutex  // orders bgWG.Add after Close's Wait
+	closed   atomic.Bool // set under bgMu, so no bgWG.Add follows Close's Wait
+
+	// testHookBeforeStore, if set, runs when a token has passed the
+	// generation check and is about to be stored, so that tests can land a
+	// Purge there.
+	testHookBeforeStore func()
 }
 
 type entry struct {
 	key      string
 	token    atomic.Pointer[Token]
 	lastUsed atomic.Int64 // unix nanos of the last read
+	// refreshing is set while a background refresh goroutine runs for this
+	// entry, so that readers past the refresh point start no other.
+	refreshing atomic.Bool
+	// retryAfter is nextAttempt in unix nanos (0 for none), so that readers
+	// past the refresh point check the back-off without locking.
+	retryAfter atomic.Int64
 
-	mu          sync.Mutex // guards the fields below
-	timer       Stopper    // the scheduled replacement of the current token
+	mu    sync.Mutex // guards the fields below
+	timer Stopper    // the scheduled replacement of the current token
+	// retired is set once Drop or Purge removed the entry: a timer armed on
+	// it would only keep the old token alive, so none is.
+	retired     bool
 	failures    int
 	lastErr     error
 	lastErrAt   time.Time
@@ -213,12 +234,25 @@ func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
 	}
 }
 
+// Generation identifies the credential the cache's tokens belong to: Purge
+// moves it on. A caller that mints a token outside the cache reads it once
+// its credential is the current one (right after the Purge that retired the
+// previous one) and hands it to Put with the token.
+func (c *Cache) Generation() uint64 { return c.generation.Load() }
+
 // Put stores a token minted elsewhere (for example while verifying a new
-// config) so readers reuse it instead of minting another.
-func (c *Cache) Put(tok *Token) {
-	e := c.entry(Key(tok.Scopes))
-	e.token.Store(tok)
-	c.scheduleRefresh(e, tok, tok.RefreshAt())
+// config) so readers reuse it instead of minting another, and reports whether
+// it did. It does not if the cache was purged since generation gen, since the
+// token may come from a credential that no longer applies, nor once the cache
+// is closed.
+func (c *Cache) Put(tok *Token, gen uint64) bool {
+	key := Key(tok.Scopes)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() || c.generation.Load() != gen {
+		return false
+	}
+	return c.storeLocked(c.entryLocked(key), tok, gen)
 }
 
 // Drop forgets the token of one scope set.
@@ -230,7 +264,7 @@ func (c *Cache) Drop(scopes []string) {
 		return
 	}
 	m := maps.Clone(*c.entries.Load())
-	m[key].stopTimer()
+	m[key].retire()
 	delete(m, key)
 	c.entries.Store(&m)
 }
@@ -242,7 +276,7 @@ func (c *Cache) Purge() {
 	defer c.mu.Unlock()
 	c.generation.Add(1)
 	for _, e := range *c.entries.Load() {
-		e.stopTimer()
+		e.retire()
 	}
 	c.entries.Store(&map[string]*entry{})
 }
@@ -274,12 +308,17 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 	return refreshed, errors.Join(errs...)
 }
 
-// Close stops background refreshes and waits for them to end.
+// Close stops background refreshes and waits for them to end. Afterwards no
+// timer is armed, none is armed again, and failures of the cancelled
+// refreshes are not reported: the cache is going away with its mount.
 func (c *Cache) Close() {
 	c.bgMu.Lock()
-	c.closed = true
+	c.closed.Store(true)
 	c.bgMu.Unlock()
 	c.bgCancel()
+	// An entry added after this snapshot sees closed before arming a timer;
+	// one in it either armed its timer before stopTimer or sees closed: both
+	// take e.mu.
 	for _, e := range *c.entries.Load() {
 		e.stopTimer()
 	}
@@ -328,6 +367,11 @@ func (c *Cache) entry(key string) *entry {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.entryLocked(key)
+}
+
+// entryLocked is entry for a caller holding c.mu.
+func (c *Cache) entryLocked(key string) *entry {
 	old := *c.entries.Load()
 	if e := old[key]; e != nil {
 		return e
@@ -356,19 +400,40 @@ func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
 		return nil, err
 	}
 	e.recordSuccess()
-	if c.generation.Load() == gen {
-		e.token.Store(tok)
-		c.scheduleRefresh(e, tok, tok.RefreshAt())
-	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.storeLocked(e, tok, gen)
 	return tok, nil
+}
+
+// storeLocked makes tok the token of e and schedules its replacement, unless
+// the cache was purged since generation gen or e was dropped: then tok may
+// come from a credential that no longer applies. The caller holds c.mu, which
+// Purge and Drop take, so that neither can land between check and store.
+func (c *Cache) storeLocked(e *entry, tok *Token, gen uint64) bool {
+	if c.generation.Load() != gen || (*c.entries.Load())[e.key] != e {
+		return false
+	}
+	if c.testHookBeforeStore != nil {
+		c.testHookBeforeStore()
+	}
+	e.token.Store(tok)
+	c.scheduleRefresh(e, tok, tok.RefreshAt())
+	return true
 }
 
 // scheduleRefresh arranges for tok to be replaced at its refresh point (or
 // at a retry after a failed replacement), so a token in use is replaced
 // before any reader finds it old, without waiting for the periodic Refresh.
+// It arms nothing once the cache is closed or e retired, nor for a token
+// already replaced: a late retry of an old token must not cancel the
+// replacement scheduled for its successor.
 func (c *Cache) scheduleRefresh(e *entry, tok *Token, at time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.retired || c.closed.Load() || e.token.Load() != tok {
+		return
+	}
 	if e.timer != nil {
 		e.timer.Stop()
 	}
@@ -384,17 +449,22 @@ func (c *Cache) refreshDue(e *entry, tok *Token) {
 	c.refreshInBackground(e.key, e)
 }
 
+// refreshInBackground starts replacing e's token in a goroutine of its own,
+// unless one is already running for e, the back-off after a failure is not
+// over, or the cache is closed. Every reader past the refresh point calls it,
+// so while a refresh runs it costs an atomic load: a hanging IMS request must
+// not gather a goroutine, nor later a failure report, per reader.
 func (c *Cache) refreshInBackground(key string, e *entry) {
-	if !e.mayAttempt(c.opts.Now()) {
+	now := c.opts.Now()
+	if e.refreshing.Load() || !e.mayAttempt(now) || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
-	c.bgMu.Lock()
-	defer c.bgMu.Unlock()
-	if c.closed {
+	// A refresh that failed between the checks and the swap set a back-off.
+	if !e.mayAttempt(now) || !c.startBackground() {
+		e.refreshing.Store(false)
 		return
 	}
 	old := e.token.Load()
-	c.bgWG.Add(1)
 	go func() {
 		defer c.bgWG.Done()
 		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
@@ -404,7 +474,12 @@ func (c *Cache) refreshInBackground(key string, e *entry) {
 			}
 			return c.mintAndStore(key, e)
 		})
-		if err == nil {
+		// Cleared before the retry below is armed: a retry that fired while
+		// this refresh still counted as running would start nothing. The
+		// failure's back-off keeps readers from starting one meanwhile.
+		e.refreshing.Store(false)
+		// Once closed, the failure is the cancellation by Close, or moot.
+		if err == nil || c.closed.Load() {
 			return
 		}
 		if c.opts.OnBackgroundError != nil {
@@ -415,6 +490,30 @@ func (c *Cache) refreshInBackground(key string, e *entry) {
 			c.scheduleRefresh(e, old, next)
 		}
 	}()
+}
+
+// startBackground counts a background goroutine about to start in bgWG, or
+// reports false once the cache is closed.
+func (c *Cache) startBackground() bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.closed.Load() {
+		return false
+	}
+	c.bgWG.Add(1)
+	return true
+}
+
+// retire stops e's timer and keeps any from being armed again: e was removed
+// from the cache.
+func (e *entry) retire() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.retired = true
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
 }
 
 func (e *entry) stopTimer() {
@@ -434,11 +533,7 @@ func (e *entry) nextAttemptAt() time.Time {
 
 func (e *entry) readSince(t time.Time) bool { return e.lastUsed.Load() >= t.UnixNano() }
 
-func (e *entry) mayAttempt(now time.Time) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return !now.Before(e.nextAttempt)
-}
+func (e *entry) mayAttempt(now time.Time) bool { return now.UnixNano() >= e.retryAfter.Load() }
 
 func (e *entry) recordFailure(now time.Time, err error, base, limit time.Duration) {
 	e.mu.Lock()
@@ -449,10 +544,12 @@ func (e *entry) recordFailure(now time.Time, err error, base, limit time.Duratio
 		wait = limit
 	}
 	e.lastErr, e.lastErrAt, e.nextAttempt = err, now, now.Add(wait)
+	e.retryAfter.Store(e.nextAttempt.UnixNano())
 }
 
 func (e *entry) recordSuccess() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.failures, e.lastErr, e.lastErrAt, e.nextAttempt = 0, nil, time.Time{}, time.Time{}
+	e.retryAfter.Store(0)
 }

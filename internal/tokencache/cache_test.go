@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,7 +243,9 @@ func TestRefreshReplacesUsedTokensAndBacksOff(t *testing.T) {
 	c, ims, clock := newTestCache(t, 24*time.Hour)
 	ctx := context.Background()
 	c.Get(ctx, []string{"used"})
-	c.Put(&Token{AccessToken: "unused", Scopes: []string{"unused"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(24 * time.Hour)})
+	if !c.Put(&Token{AccessToken: "unused", Scopes: []string{"unused"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(24 * time.Hour)}, c.Generation()) {
+		t.Fatal("Put with the current generation stored nothing")
+	}
 
 	if n, err := c.Refresh(ctx); n != 0 || err != nil {
 		t.Fatalf("refresh before refresh point = %d, %v; want 0, nil", n, err)
@@ -306,24 +309,47 @@ func waitFor(t *testing.T, cond func() bool) {
 	}
 }
 
-// fakeTimers records scheduled calls so a test fires them at will.
+// fakeTimers records scheduled calls so a test fires them at will, and
+// knows which are still armed: neither stopped nor fired.
 type fakeTimers struct {
 	mu    sync.Mutex
 	calls []*fakeTimer
 }
 
 type fakeTimer struct {
+	ft      *fakeTimers
 	d       time.Duration
 	f       func()
-	stopped bool
+	stopped bool // guarded by ft.mu
+	fired   bool // guarded by ft.mu
 }
 
-func (t *fakeTimer) Stop() bool { t.stopped = true; return true }
+func (t *fakeTimer) Stop() bool {
+	t.ft.mu.Lock()
+	defer t.ft.mu.Unlock()
+	wasArmed := !t.stopped && !t.fired
+	t.stopped = true
+	return wasArmed
+}
+
+// fire runs the scheduled call, as the timer would at its time.
+func (t *fakeTimer) fire() {
+	t.ft.mu.Lock()
+	t.fired = true
+	t.ft.mu.Unlock()
+	t.f()
+}
+
+func (t *fakeTimer) isStopped() bool {
+	t.ft.mu.Lock()
+	defer t.ft.mu.Unlock()
+	return t.stopped
+}
 
 func (ft *fakeTimers) AfterFunc(d time.Duration, f func()) Stopper {
 	ft.mu.Lock()
 	defer ft.mu.Unlock()
-	t := &fakeTimer{d: d, f: f}
+	t := &fakeTimer{ft: ft, d: d, f: f}
 	ft.calls = append(ft.calls, t)
 	return t
 }
@@ -345,6 +371,30 @@ func (ft *fakeTimers) count() int {
 	return len(ft.calls)
 }
 
+// armed counts the scheduled calls that would still run.
+func (ft *fakeTimers) armed() int {
+	ft.mu.Lock()
+	defer ft.mu.Unlock()
+	n := 0
+	for _, t := range ft.calls {
+		if !t.stopped && !t.fired {
+			n++
+		}
+	}
+	return n
+}
+
+// recv waits for ch to deliver or close, failing the test after 10s rather
+// than hanging it.
+func recv[T any](t *testing.T, ch <-chan T, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not happen within 10s", what)
+	}
+}
+
 func TestReplacementScheduledAtRefreshPoint(t *testing.T) {
 	clock := newFakeClock()
 	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
@@ -359,7 +409,7 @@ func TestReplacementScheduledAtRefreshPoint(t *testing.T) {
 		t.Fatalf("replacement scheduled after %s, want 20s (two thirds of 30s)", timer.d)
 	}
 	clock.Advance(20 * time.Second)
-	timer.f()
+	timer.fire()
 	waitFor(t, func() bool { return ims.calls.Load() == 2 })
 	r, _ := c.Get(ctx, []string{"a"})
 	if !r.Hit || r.Token.AccessToken == first.Token.AccessToken {
@@ -376,9 +426,11 @@ func TestScheduledReplacementSkipsUnreadTokens(t *testing.T) {
 	timers := &fakeTimers{}
 	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
 	t.Cleanup(c.Close)
-	c.Put(&Token{AccessToken: "seeded", Scopes: []string{"a"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(30 * time.Second)})
+	if !c.Put(&Token{AccessToken: "seeded", Scopes: []string{"a"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(30 * time.Second)}, c.Generation()) {
+		t.Fatal("Put with the current generation stored nothing")
+	}
 	clock.Advance(20 * time.Second)
-	timers.last(t).f()
+	timers.last(t).fire()
 	c.Close() // waits for any refresh it started
 	if n := ims.calls.Load(); n != 0 {
 		t.Fatalf("a token nobody read was replaced: %d IMS calls", n)
@@ -396,14 +448,14 @@ func TestScheduledReplacementRetriesAfterFailure(t *testing.T) {
 	ims.failWith(errors.New("ims down"))
 	clock.Advance(20 * time.Second)
 	scheduled := timers.count()
-	timers.last(t).f()
+	timers.last(t).fire()
 	waitFor(t, func() bool { return timers.count() == scheduled+1 })
 	if retry := timers.last(t); retry.d != time.Second {
 		t.Fatalf("retry scheduled after %s, want the 1s back-off", retry.d)
 	}
 	ims.fail.Store(nil)
 	clock.Advance(time.Second)
-	timers.last(t).f()
+	timers.last(t).fire()
 	waitFor(t, func() bool { return ims.calls.Load() == 3 })
 }
 
@@ -415,17 +467,251 @@ func TestPurgeAndCloseStopScheduledReplacements(t *testing.T) {
 	c.Get(context.Background(), []string{"a"})
 	first := timers.last(t)
 	c.Purge()
-	if !first.stopped {
+	if !first.isStopped() {
 		t.Fatal("Purge left a replacement scheduled")
 	}
 	c.Get(context.Background(), []string{"b"})
 	second := timers.last(t)
 	c.Close()
-	if !second.stopped {
+	if !second.isStopped() {
 		t.Fatal("Close left a replacement scheduled")
 	}
-	second.f() // a timer that fires anyway after Close starts nothing
+	second.fire() // a timer that fires anyway after Close starts nothing
 	if n := ims.calls.Load(); n != 2 {
 		t.Fatalf("IMS calls = %d, want 2", n)
+	}
+}
+
+// tokenFor returns a token for scopes minted now, living for lifetime.
+func tokenFor(clock *fakeClock, scopes []string, lifetime time.Duration) *Token {
+	now := clock.Now()
+	return &Token{AccessToken: "minted-" + Key(scopes), TokenType: "bearer", Scopes: scopes, MintedAt: now, ExpiresAt: now.Add(lifetime)}
+}
+
+// While a background refresh hangs at IMS, readers past the refresh point
+// must not each start a goroutine to wait for it, and its failure must be
+// reported once, not once per reader.
+func TestOneBackgroundRefreshPerScopeSet(t *testing.T) {
+	clock := newFakeClock()
+	timers := &fakeTimers{}
+	hanging := make(chan struct{}) // closed when the refresh reaches IMS
+	release := make(chan struct{}) // closed to let it fail
+	retried := make(chan struct{}) // closed when a later refresh reaches IMS
+	var calls atomic.Int64
+	mint := func(ctx context.Context, scopes []string) (*Token, error) {
+		switch calls.Add(1) {
+		case 2:
+			close(hanging)
+			select {
+			case <-release:
+				return nil, errors.New("ims down")
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case 3:
+			close(retried)
+		}
+		return tokenFor(clock, scopes, 30*time.Second), nil
+	}
+	ctx := context.Background()
+	var warnings atomic.Int64
+	var c *Cache
+	c = New(mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc, RetryBackoff: time.Second,
+		OnBackgroundError: func(string, error) {
+			if warnings.Add(1) != 1 {
+				return
+			}
+			// By the time a failure is reported, the failed refresh no
+			// longer counts as in flight (else a retry timer firing now
+			// would be lost): once the back-off is over, a reader starts
+			// the next one.
+			clock.Advance(time.Second)
+			if _, err := c.Get(ctx, []string{"a"}); err != nil {
+				t.Error(err)
+			}
+		}})
+	t.Cleanup(c.Close)
+	if _, err := c.Get(ctx, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(20 * time.Second) // the refresh point of a 30s token
+
+	baseline := runtime.NumGoroutine()
+	const readers, reads = 4, 5000
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			for range reads / readers {
+				if r, err := c.Get(ctx, []string{"a"}); err != nil || !r.Hit {
+					t.Errorf("get past the refresh point = %+v, %v; want the old token at once", r, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	recv(t, hanging, "the background refresh")
+	// One refresh goroutine, plus slack for the runtime's own.
+	if n := runtime.NumGoroutine(); n > baseline+5 {
+		t.Errorf("%d goroutines while the refresh hangs, %d before %d reads: want one refresh goroutine, not one per read", n, baseline, reads)
+	}
+
+	close(release)
+	recv(t, retried, "the refresh after the back-off")
+	c.Close() // waits for every background refresh
+	if n := warnings.Load(); n != 1 {
+		t.Errorf("OnBackgroundError called %d times, want once for the one failed refresh", n)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("IMS calls = %d, want 3", n)
+	}
+}
+
+// A reader's mint that IMS answers after Close, its cancellation ignored,
+// arms no replacement.
+func TestMintFinishingAfterCloseArmsNothing(t *testing.T) {
+	clock := newFakeClock()
+	timers := &fakeTimers{}
+	started := make(chan struct{})
+	release := make(chan struct{})
+	mint := func(_ context.Context, scopes []string) (*Token, error) {
+		close(started)
+		<-release
+		return tokenFor(clock, scopes, time.Hour), nil
+	}
+	c := New(mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	got := make(chan error, 1)
+	go func() { _, err := c.Get(context.Background(), []string{"a"}); got <- err }()
+	recv(t, started, "the mint")
+	c.Close()
+	close(release)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("get whose mint finished after Close: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("get did not return within 10s")
+	}
+	if n := timers.armed(); n != 0 {
+		t.Fatalf("%d timers armed after Close, want none", n)
+	}
+}
+
+// A token minted with the credential a Purge retired is not stored by Put.
+func TestPutWithStaleGenerationStoresNothing(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: time.Hour}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	t.Cleanup(c.Close)
+	gen := c.Generation()
+	c.Purge()
+	if c.Generation() == gen {
+		t.Fatal("Purge did not move the generation on")
+	}
+	if c.Put(tokenFor(clock, []string{"a"}, time.Hour), gen) {
+		t.Fatal("Put with the generation from before a Purge reported storing")
+	}
+	if s := c.States(); len(s) != 0 || timers.count() != 0 {
+		t.Fatalf("after Put with a stale generation: states %+v, %d timers; want none", s, timers.count())
+	}
+
+	tok := tokenFor(clock, []string{"a"}, time.Hour)
+	if !c.Put(tok, c.Generation()) {
+		t.Fatal("Put with the current generation stored nothing")
+	}
+	if r, err := c.Get(context.Background(), []string{"a"}); err != nil || !r.Hit || r.Token != tok {
+		t.Fatalf("get after Put = %+v, %v; want a hit on the token put", r, err)
+	}
+	if n := timers.armed(); n != 1 || ims.calls.Load() != 0 {
+		t.Fatalf("%d replacements armed, %d IMS calls; want 1 and 0", n, ims.calls.Load())
+	}
+}
+
+// A Purge that lands after a mint's generation check, but before its token
+// is stored, must still leave nothing behind: no token (it was made with a
+// credential that may no longer apply) and no timer to replace it.
+func TestPurgeAfterGenerationCheckLeavesNothingBehind(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: time.Hour}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	t.Cleanup(c.Close)
+	purged := make(chan struct{})
+	var once sync.Once
+	c.testHookBeforeStore = func() {
+		once.Do(func() {
+			// If the cache holds its lock from the check to the store, the
+			// Purge has to wait for the store; if not, let it land in between.
+			locked := !c.mu.TryLock()
+			if !locked {
+				c.mu.Unlock()
+			}
+			go func() { c.Purge(); close(purged) }()
+			if !locked {
+				<-purged
+			}
+		})
+	}
+	ctx := context.Background()
+	if _, err := c.Get(ctx, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, purged, "the purge")
+	if s := c.States(); len(s) != 0 {
+		t.Fatalf("states after a purge during the store: %+v; want none", s)
+	}
+	if n := timers.armed(); n != 0 {
+		t.Fatalf("%d replacements armed after the purge, want none", n)
+	}
+	if r, err := c.Get(ctx, []string{"a"}); err != nil || r.Hit || ims.calls.Load() != 2 {
+		t.Fatalf("get after the purge = %+v, %v (%d IMS calls); want a new mint", r, err, ims.calls.Load())
+	}
+}
+
+// Close is an unmount: a background refresh it cancels must not be reported
+// as a failure nor leave a retry armed.
+func TestCloseLeavesNothingArmedAndReportsNothing(t *testing.T) {
+	clock := newFakeClock()
+	timers := &fakeTimers{}
+	hanging := make(chan struct{})
+	var calls atomic.Int64
+	var refreshEnded atomic.Bool
+	mint := func(ctx context.Context, scopes []string) (*Token, error) {
+		if calls.Add(1) == 2 {
+			close(hanging)
+			<-ctx.Done()
+			refreshEnded.Store(true)
+			return nil, fmt.Errorf("requesting a token: %w", ctx.Err())
+		}
+		return tokenFor(clock, scopes, 30*time.Second), nil
+	}
+	var warnings atomic.Int64
+	c := New(mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc, RetryBackoff: time.Second,
+		OnBackgroundError: func(string, error) { warnings.Add(1) }})
+	if _, err := c.Get(context.Background(), []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(20 * time.Second)
+	timers.last(t).fire()
+	recv(t, hanging, "the background refresh")
+
+	c.Close()
+	if !refreshEnded.Load() {
+		t.Fatal("Close returned before the background refresh ended")
+	}
+	if n := timers.armed(); n != 0 {
+		t.Errorf("%d timers armed after Close, want none", n)
+	}
+	if n := warnings.Load(); n != 0 {
+		t.Errorf("OnBackgroundError called %d times for a refresh cancelled by Close, want none", n)
+	}
+
+	if c.Put(tokenFor(clock, []string{"b"}, 30*time.Second), c.Generation()) {
+		t.Error("Put after Close reported storing")
+	}
+	if n := timers.armed(); n != 0 {
+		t.Errorf("%d timers armed by Put after Close, want none", n)
 	}
 }
