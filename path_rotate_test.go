@@ -49,6 +49,7 @@ type rotateEnv struct {
 	secrets   []string              // every client secret value ever issued
 	beforeNet func(op string) error // error: the request is not sent
 	afterNet  func(op string) error // error: the request was served, its answer is lost
+	hang      func(op string) bool  // true: the request hangs until its caller gives up
 	beforePut func(key string) error
 	afterPut  func(key string) error // error: the write happened, the caller hears otherwise
 }
@@ -271,6 +272,13 @@ func (f *faultyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	before, after, _, _, crashed := e.hooks()
 	if crashed {
 		return nil, errCrashed
+	}
+	e.mu.Lock()
+	hang := e.hang
+	e.mu.Unlock()
+	if hang != nil && hang(op) {
+		<-req.Context().Done()
+		return nil, req.Context().Err()
 	}
 	if before != nil {
 		if err := before(op); err != nil {
@@ -688,9 +696,11 @@ func TestRotateRootCrashAtEachStep(t *testing.T) {
 		after   int  // secrets at Adobe after the rollback
 	}{
 		{
-			name:   "while the write-ahead log entry is written",
-			inject: func(e *rotateEnv) { e.beforePut = once(func(k string) bool { return strings.HasPrefix(k, "wal/") }, e.crash) },
-			after:  1,
+			name: "while the write-ahead log entry is written",
+			inject: func(e *rotateEnv) {
+				e.beforePut = once(func(k string) bool { return strings.HasPrefix(k, "wal/") }, e.crash)
+			},
+			after: 1,
 		},
 		{
 			name:   "before Adobe is asked for a secret",

@@ -2,8 +2,11 @@ package adobeims
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -93,5 +96,72 @@ func TestPeriodicWithoutConfigDoesNothing(t *testing.T) {
 	}
 	if e.emu.Stats().TokenRequests != 0 {
 		t.Fatal("periodic without config called IMS")
+	}
+}
+
+// TestReadsPastTheRefreshPointStartOneRefresh: 5,000 reads past the refresh
+// point while IMS hangs start one background refresh between them, not one
+// each, and its failure is logged once.
+func TestReadsPastTheRefreshPointStartOneRefresh(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configure(map[string]any{"verify": false})
+	e.creds("creds")
+	e.clock.Advance(17 * time.Hour)
+
+	hung := newGate()
+	var first atomic.Bool
+	e.setBeforeNet(func(op string) error {
+		if op != opMint {
+			return nil
+		}
+		if first.CompareAndSwap(false, true) {
+			close(hung.reached)
+			<-hung.released
+		}
+		return errors.New("injected: IMS unreachable")
+	})
+	baseline := runtime.NumGoroutine()
+	e.creds("creds")
+	hung.waitReached(t)
+	for range 5000 {
+		req := &logical.Request{Operation: logical.ReadOperation, Path: "creds", Storage: e.storage}
+		if resp, err := e.b.HandleRequest(context.Background(), req); err != nil || resp.IsError() {
+			t.Fatalf("a read while the refresh hangs failed: %v %v", resp, err)
+		}
+	}
+	if n := runtime.NumGoroutine(); n > baseline+20 {
+		t.Errorf("%d goroutines while the refresh hangs, %d before the reads", n, baseline)
+	}
+	hung.release()
+	const warning = "background refresh of a shared token failed"
+	waitFor(t, "the failed refresh to be logged", func() bool { return strings.Contains(e.logs.String(), warning) })
+	e.b.cache.Close() // waits for background work
+	if n := strings.Count(e.logs.String(), warning); n != 1 {
+		t.Errorf("the failed refresh was logged %d times, want once", n)
+	}
+}
+
+// TestUnmountDuringARefreshLogsNothing: unmounting (Clean) while a background
+// refresh is in flight ends it quietly: its failure is the unmount's doing.
+func TestUnmountDuringARefreshLogsNothing(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configure(map[string]any{"verify": false})
+	e.creds("creds")
+	e.clock.Advance(17 * time.Hour)
+
+	hung := newGate()
+	e.mu.Lock()
+	e.hang = func(op string) bool {
+		if op == opMint && hung.fired.CompareAndSwap(false, true) {
+			close(hung.reached)
+		}
+		return op == opMint
+	}
+	e.mu.Unlock()
+	e.creds("creds")
+	hung.waitReached(t)
+	e.b.Clean(context.Background()) // cancels the refresh, and waits for it
+	if strings.Contains(e.logs.String(), "refresh of a shared token failed") {
+		t.Error("unmounting logged a failed refresh")
 	}
 }

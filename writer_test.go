@@ -337,3 +337,34 @@ func TestConfigWriteGivesUpWhenTheRequestEnds(t *testing.T) {
 		t.Errorf("the cancelled write changed scopes to %v", got)
 	}
 }
+
+// TestOverlappingConfigWritesServeTheLastConfig: one write moves IMS to a
+// second host and is paused right after storing; another moves it back.
+// Unserialized, the first then caches the token it verified with, and creds
+// serve a token of a host the stored config no longer names.
+func TestOverlappingConfigWritesServeTheLastConfig(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(nil)
+	other := newAttacker(t)
+
+	stored := newGate()
+	e.mu.Lock()
+	e.afterPut = stored.at(is(configStorageKey))
+	e.mu.Unlock()
+	first := e.async(logical.UpdateOperation, "config", map[string]any{keyIMSURL: other.url, keyClientSecret: testClientSecret})
+	stored.waitReached(t)
+
+	second := e.async(logical.UpdateOperation, "config", map[string]any{keyIMSURL: e.srv.URL, keyClientSecret: testClientSecret})
+	e.waitQueuedOrDone(t, opConfigWrite, second)
+	stored.release()
+	e.mustOK(first.wait(t))
+	e.mustOK(second.wait(t))
+
+	if got := e.stored().IMSURL; got != e.srv.URL {
+		t.Fatalf("stored ims_url %q, want the last write's %q", got, e.srv.URL)
+	}
+	token := e.creds("creds").Data[keyAccessToken].(string)
+	if !slices.ContainsFunc(e.emu.Tokens(), func(it imsemu.IssuedToken) bool { return it.AccessToken == token }) {
+		t.Error("creds served a token that the stored config's IMS did not issue")
+	}
+}
