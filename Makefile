@@ -26,11 +26,23 @@ emulator:
 vault:
 	@./scripts/vault.sh >/dev/null
 
-## test: unit tests with the race detector, then end-to-end tests in a real Vault
-test: unit e2e
+## test: unit tests with the race detector, each fuzz target briefly, then end-to-end tests in a real Vault
+test: unit fuzz-short e2e
 
 unit:
 	go test -race -count=1 $(GO_PACKAGES)
+
+FUZZTIME       ?= 30s
+FUZZTIME_SHORT ?= 2s
+.PHONY: fuzz fuzz-short
+
+## fuzz: run each Go fuzz target for FUZZTIME (one target per `go test -fuzz` run; see scripts/fuzz.sh)
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
+
+## fuzz-short: each fuzz target for FUZZTIME_SHORT, beyond its seed corpus (which `unit` runs), as part of `make test`
+fuzz-short:
+	FUZZTIME=$(FUZZTIME_SHORT) ./scripts/fuzz.sh
 
 e2e: vault
 	VAULT_BINARY="$$(./scripts/vault.sh)" go test -count=1 -timeout 25m ./e2e/...

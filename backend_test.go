@@ -19,7 +19,7 @@ import (
 
 const (
 	testClientID     = "test-client-id"
-	testClientSecret = "p8e-TEST-client-secret-do-not-leak"
+	testClientSecret = "p8e-Zq7Rw2Lp9xKd4Vn8Tt3Hy6Bm1Gc5Fj"
 	testScopes       = "openid,AdobeID,firefly_api,ff_apis"
 )
 

@@ -22,7 +22,7 @@ const (
 	ctScopesFirefly  = "openid,AdobeID,firefly_api,ff_apis"
 	ctScopesOrgs     = "openid,AdobeID,read_organizations"
 	ctScopesSession  = "openid,session"
-	ctWrongSecret    = "e2e-WRONG-secret-must-never-leak"
+	ctWrongSecret    = "p8e-WrNg4kP8sD2fG6hJ9lZ3xC7vB1nM"
 	ctLeaseLookupDir = "sys/leases/lookup/adobe/creds/"
 )
 

@@ -32,7 +32,7 @@ const (
 	rootToken  = "root"
 
 	testClientID     = "e2e-client-id"
-	testClientSecret = "e2e-CLIENT-secret-must-never-leak"
+	testClientSecret = "p8e-E2eQ9vL3mX7rT2kW8nB4yH6cJ5dS"
 	fireflyScopes    = "openid,AdobeID,session,additional_info,read_organizations,firefly_api,ff_apis"
 )
 

@@ -168,19 +168,19 @@ type errorBody struct {
 
 // parseErrorBody fills e from a failed response. Anything that is not one of
 // the known JSON shapes is described by its content type, never echoed: an
-// unknown body might hold a token.
+// unknown body might hold a token. What is quoted is redacted of e's secrets.
 func parseErrorBody(e *Error, header http.Header, body []byte) {
 	var eb errorBody
 	err := json.Unmarshal(body, &eb)
 	var typeErr *json.UnmarshalTypeError
 	if err == nil || errors.As(err, &typeErr) {
 		// JSON without the fields leaves the status to speak for itself.
-		e.Code = clean(firstOf(eb.Error, eb.ErrorCode), 100)
-		e.Description = clean(firstOf(eb.ErrorDescription, eb.Message), 300)
+		e.Code = quote(firstOf(eb.Error, eb.ErrorCode), maxCodeLen, e.redact)
+		e.Description = quote(firstOf(eb.ErrorDescription, eb.Message), maxDescriptionLen, e.redact)
 		return
 	}
 	if len(body) > 0 {
-		e.Err = localErrorf("unexpected response: %s", describeContent(header.Get("Content-Type"), len(body)))
+		e.Err = localErrorf("unexpected response: %s", describeContent(header.Get("Content-Type"), len(body), e.redact))
 	}
 }
 
@@ -191,44 +191,122 @@ func firstOf(a, b string) string {
 	return b
 }
 
-// describeContent names what came back without showing it.
-func describeContent(contentType string, n int) string {
-	media, _, err := mime.ParseMediaType(contentType)
+// describeContent names what came back without showing it. The content
+// type is redacted before it is parsed: parsing lowercases it, and a
+// lowercased secret no longer matches the secret.
+func describeContent(contentType string, n int, secrets []string) string {
+	shown := quote(contentType, maxContentTypeLen, secrets)
+	media, _, err := mime.ParseMediaType(shown)
 	switch {
 	case n == 0:
 		return "an empty body"
 	case contentType == "":
 		return "a body without Content-Type"
-	case err != nil:
-		return fmt.Sprintf("a body with Content-Type %q", clean(contentType, 60))
+	case err != nil || shown != strings.TrimSpace(contentType):
+		return fmt.Sprintf("a body with Content-Type %q", shown)
 	case media == "text/html":
 		return "an HTML page (text/html)"
 	}
 	return "a body of type " + media
 }
 
-// clean makes server-supplied text safe to put in one line of an error.
-func clean(s string, max int) string {
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, strings.TrimSpace(s))
-	if len(s) > max {
-		s = strings.ToValidUTF8(s[:max], "") + "..."
-	}
-	return s
-}
+// How much of each piece of server-supplied text is quoted, in bytes.
+const (
+	maxCodeLen        = 100
+	maxDescriptionLen = 300
+	maxDebugIDLen     = 100
+	maxContentTypeLen = 60
+	maxTimestampLen   = 40
+	maxFieldLen       = 100
+)
+
+// redacted stands in for a secret, or part of one, taken out of text.
+const redacted = "[redacted]"
 
 // minRedactLen keeps scrubbing from mangling text around trivially short
-// values, which cannot be real secrets or tokens.
+// values, which cannot be real secrets or tokens. It is also the shortest
+// part of a secret that quote redacts.
 const minRedactLen = 6
+
+// quote makes server-supplied text safe to put in one line of an error or
+// a log, and at most about max bytes long. Redaction comes before the cut:
+// the text is redacted of the secrets while they are whole, so a cut cannot
+// leave the start of one behind. Any run of minRedactLen or more bytes that
+// also occurs in a secret is redacted too, so that a server quoting part of
+// a secret, or the end of one, gives nothing away. A redaction that
+// straddles the cut is kept whole, so the result may exceed max by
+// len(redacted); "..." marks a cut.
+func quote(s string, max int, secrets []string) string {
+	// Mapping first keeps byte offsets meaningful for the cut (it also
+	// turns invalid UTF-8 into U+FFFD); secrets are mapped alike.
+	s = strings.TrimSpace(strings.Map(controlToSpace, s))
+	cut := len(s) > max
+	// Only what can be kept needs redacting: the bytes before the cut, and
+	// enough after it to recognise a run that starts before it.
+	if window := max + minRedactLen; len(s) > window {
+		s = s[:window]
+	}
+	hidden := secretRuns(s, secrets)
+	if hidden == nil {
+		out := s[:min(len(s), max)]
+		if cut {
+			out = strings.ToValidUTF8(out, "") + "..." // the cut may split a rune
+		}
+		return out
+	}
+	var b strings.Builder
+	for i := 0; i < len(s) && i < max; i++ {
+		if !hidden[i] {
+			b.WriteByte(s[i])
+			continue
+		}
+		b.WriteString(redacted)
+		for i+1 < len(s) && hidden[i+1] {
+			i++
+		}
+	}
+	out := strings.ToValidUTF8(b.String(), "") // a cut or a redaction may split a rune
+	if cut {
+		out += "..."
+	}
+	return out
+}
+
+func controlToSpace(r rune) rune {
+	if unicode.IsControl(r) {
+		return ' '
+	}
+	return r
+}
+
+// secretRuns marks the bytes of s that belong to a run of minRedactLen or
+// more bytes also found in one of the secrets (a whole secret is such a
+// run). It returns nil when nothing is marked.
+func secretRuns(s string, secrets []string) []bool {
+	var hidden []bool
+	for _, v := range secrets {
+		if len(v) < minRedactLen {
+			continue
+		}
+		v = strings.Map(controlToSpace, v)
+		for i := 0; i+minRedactLen <= len(s); i++ {
+			if strings.Contains(v, s[i:i+minRedactLen]) {
+				if hidden == nil {
+					hidden = make([]bool, len(s))
+				}
+				for j := i; j < i+minRedactLen; j++ {
+					hidden[j] = true
+				}
+			}
+		}
+	}
+	return hidden
+}
 
 func scrub(s string, secrets []string) string {
 	for _, v := range secrets {
 		if len(v) >= minRedactLen {
-			s = strings.ReplaceAll(s, v, "[redacted]")
+			s = strings.ReplaceAll(s, v, redacted)
 		}
 	}
 	return s

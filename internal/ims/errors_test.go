@@ -204,3 +204,124 @@ func TestBackoffHonoursRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestRedactBeforeTruncate quotes secrets that straddle the point where
+// upstream text is cut short: redaction must see the whole secret, so no
+// part of it may survive the cut. (The leak* secrets share no 6 characters
+// with the package's own wording, so any 6 of theirs in the text are a leak.)
+func TestRedactBeforeTruncate(t *testing.T) {
+	const secret, token, newSecret = leakSecret, leakToken, leakNewSecret
+	creds := Credentials{ClientID: testClientID, ClientSecret: secret}
+	straddle := func(n int, secret string) string { return strings.Repeat("x", n) + secret + " trailing" }
+	var logs bytes.Buffer
+	opts := fastOptions(&recorder{})
+	opts.RetryMax = -1
+	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Trace})
+	mint := func(url string) error {
+		_, err := NewClient(url, creds, opts).Token(context.Background(), []string{"openid"})
+		return err
+	}
+	invalidate := func(url string) error { return NewClient(url, creds, opts).Invalidate(context.Background(), token) }
+	list := func(url string) error {
+		_, err := NewManagement(url, testClientID, opts).ListSecrets(context.Background(), token, testOrg, testCredential)
+		return err
+	}
+	create := func(url string) error {
+		_, err := NewManagement(url, testClientID, opts).CreateSecret(context.Background(), token, testOrg, testCredential)
+		return err
+	}
+	tests := []struct {
+		name   string
+		secret string
+		call   func(url string) error
+		reply  reply
+	}{
+		{"IMS error_description cut at 300", secret, mint,
+			jsonReply(400, fmt.Sprintf(`{"error":"invalid_client","error_description":%q}`, straddle(290, secret)))},
+		{"IMS error cut at 100", secret, mint,
+			jsonReply(400, fmt.Sprintf(`{"error":%q}`, straddle(90, secret)))},
+		{"IMS error_description echoing the token to invalidate", token, invalidate,
+			jsonReply(401, fmt.Sprintf(`{"error":"invalid_client","error_description":%q}`, straddle(290, token)))},
+		{"x-debug-id cut at 100", secret, mint,
+			jsonReply(400, `{"error":"invalid_client"}`).with("x-debug-id", straddle(92, secret))},
+		{"Content-Type cut at 60", secret, mint,
+			reply{status: 200, header: map[string]string{"Content-Type": "text/html; charset=" + straddle(30, secret)}, body: "<p>no</p>"}},
+		{"media type, which parsing lowercases", secret, mint,
+			reply{status: 200, header: map[string]string{"Content-Type": "application/x" + secret}, body: "<p>no</p>"}},
+		{"Adobe I/O message cut at 300", token, list,
+			jsonReply(400, fmt.Sprintf(`{"error_code":"400001","message":%q}`, straddle(290, token)))},
+		{"Adobe I/O error_code cut at 100", token, list,
+			jsonReply(403, fmt.Sprintf(`{"error_code":%q,"message":"Api Key is invalid"}`, straddle(90, token)))},
+		{"Adobe I/O body of another type", token, list,
+			reply{status: 502, header: map[string]string{"Content-Type": "text/" + straddle(50, token)}, body: "<p>no</p>"}},
+		{"listed timestamp cut at 40", token, list,
+			jsonReply(200, fmt.Sprintf(`{"client_secrets":[{"uuid":"11ede8ab","created_at":%q}]}`, straddle(30, token)))},
+		{"created secret's timestamp quoting the new secret", newSecret, create,
+			jsonReply(201, fmt.Sprintf(`{"client_secret":%q,"uuid":"11ede8ab","created_at":%q}`, newSecret, straddle(30, newSecret)))},
+		{"created secret's timestamp quoting the new secret sent after it", newSecret, create,
+			jsonReply(201, fmt.Sprintf(`{"uuid":"11ede8ab","created_at":%q,"client_secret":%q}`, straddle(30, newSecret), newSecret))},
+		{"IMS quoting part of the secret", secret, mint,
+			jsonReply(400, fmt.Sprintf(`{"error":"invalid_client","error_description":"bad secret %s..."}`, secret[:12]))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			logs.Reset()
+			srv := newServer(t, &script{replies: []reply{tt.reply}})
+			err := tt.call(srv.URL)
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("err = %v, want *Error", err)
+			}
+			if !strings.Contains(err.Error(), "[redacted]") {
+				t.Errorf("Error() does not say something was redacted: %s", err)
+			}
+			for what, s := range map[string]string{"Error()": err.Error(), "Code": e.Code, "Description": e.Description, "DebugID": e.DebugID, "log": logs.String()} {
+				assertNoFragment(t, what, s, tt.secret)
+			}
+		})
+	}
+}
+
+// assertNoFragment fails if s holds any 6 consecutive characters of secret,
+// in any case.
+func assertNoFragment(t *testing.T, what, s, secret string) {
+	t.Helper()
+	lower, secret := strings.ToLower(s), strings.ToLower(secret)
+	for i := 0; i+minRedactLen <= len(secret); i++ {
+		if frag := secret[i : i+minRedactLen]; strings.Contains(lower, frag) {
+			t.Errorf("%s holds %q, part of the secret %q:\n%s", what, frag, secret, s)
+			return
+		}
+	}
+}
+
+func TestQuote(t *testing.T) {
+	const secret = leakSecret
+	x := func(n int) string { return strings.Repeat("x", n) }
+	tests := []struct {
+		name, in string
+		max      int
+		want     string
+	}{
+		{"short text", "  invalid client_secret parameter\n", 300, "invalid client_secret parameter"},
+		{"control characters", "a\tb\x00c", 300, "a b c"},
+		{"cut", x(12), 10, x(10) + "..."},
+		{"cut inside a rune", x(9) + "é", 10, x(9) + "..."},
+		{"whole secret", "bad " + secret + " here", 300, "bad [redacted] here"},
+		{"secret straddling the cut: the redaction is kept whole", x(8) + secret, 10, x(8) + "[redacted]..."},
+		{"secret starting at the cut", x(10) + secret, 10, x(10) + "..."},
+		{"secret starting 5 bytes before the cut", x(5) + secret + x(100), 10, x(5) + "[redacted]..."},
+		{"secret ending at the cut", x(4) + secret + x(5), 4 + len(secret), x(4) + "[redacted]..."},
+		{"start of the secret", "bad " + secret[:8] + "...", 300, "bad [redacted]..."},
+		{"end of the secret", "bad ..." + secret[len(secret)-7:], 300, "bad ...[redacted]"},
+		{"fewer than 6 bytes of it stay", "bad " + secret[:5], 300, "bad " + secret[:5]},
+		{"two secrets run together", secret + secret, 300, "[redacted]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := quote(tt.in, tt.max, []string{secret, "short"}); got != tt.want {
+				t.Errorf("quote(%q, %d) =\n%q, want\n%q", tt.in, tt.max, got, tt.want)
+			}
+		})
+	}
+}

@@ -56,7 +56,7 @@ func (m *Management) ListSecrets(ctx context.Context, bearer, orgID, credentialI
 		Secrets *[]secretJSON `json:"client_secrets"`
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, call.fail(resp, localErrorf("the response is not a list of secrets: %s", describeJSONError(err)))
+		return nil, call.fail(resp, localErrorf("the response is not a list of secrets: %s", describeJSONError(err, call.secrets)))
 	}
 	// A list that is missing must not read as "no secrets": rotation decides
 	// what to create and delete from it.
@@ -84,7 +84,7 @@ func (m *Management) CreateSecret(ctx context.Context, bearer, orgID, credential
 	}
 	var s secretJSON
 	if err := json.Unmarshal(body, &s); err != nil {
-		return nil, call.fail(resp, localErrorf("the response is not a new secret: %s", describeJSONError(err)))
+		return nil, call.fail(resp, localErrorf("the response is not a new secret: %s", describeJSONError(err, call.secrets)))
 	}
 	if s.UUID == "" || s.ClientSecret == "" {
 		return nil, call.fail(resp, localErrorf("the response lacks the new secret's uuid or value; list the secrets to see whether one was created"))
@@ -101,7 +101,7 @@ func (m *Management) DeleteSecret(ctx context.Context, bearer, orgID, credential
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		m.t.logger.Debug("secret was already deleted", "op", OpDeleteSecret, "x_debug_id", clean(resp.Header.Get("x-debug-id"), 100))
+		m.t.logger.Debug("secret was already deleted", "op", OpDeleteSecret, "x_debug_id", quote(resp.Header.Get("x-debug-id"), maxDebugIDLen, call.secrets))
 		return nil
 	case resp.StatusCode < 200 || resp.StatusCode >= 300:
 		return call.responseError(resp, body)
@@ -140,6 +140,9 @@ func (m *Management) request(ctx context.Context, op string, retry retryPolicy, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	// A secret's value in the response must not reach an error about it,
+	// whether or not decoding got that far.
+	call.secrets = append(call.secrets, echoedSecrets(body)...)
 	return call, resp, body, nil
 }
 
@@ -174,7 +177,7 @@ func (t *msTime) UnmarshalJSON(b []byte) error {
 	}
 	ms, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return localErrorf("timestamp %q is not in milliseconds since the epoch", clean(s, 40))
+		return &timestampError{raw: s}
 	}
 	*t = msTime(time.UnixMilli(ms).UTC())
 	return nil
@@ -197,19 +200,60 @@ func (j *jsonText) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// timestampError is a timestamp msTime cannot read. It holds the raw
+// value for describeJSONError to quote, redacted: msTime does not know the
+// call's secrets.
+type timestampError struct{ raw string }
+
+func (t *timestampError) Error() string { return "a timestamp is not in milliseconds since the epoch" }
+
+// echoedSecrets returns the client secret values a management response
+// holds, at the top level or in its list, under any key the decoder could
+// take them from (it matches keys regardless of case), so that an error
+// about the response can redact them.
+func echoedSecrets(body []byte) []string {
+	var top map[string]any
+	if json.Unmarshal(body, &top) != nil {
+		return nil
+	}
+	var out []string
+	collect := func(obj map[string]any) {
+		for k, v := range obj {
+			if s, ok := v.(string); ok && strings.EqualFold(k, "client_secret") {
+				out = append(out, s)
+			}
+		}
+	}
+	collect(top)
+	for k, v := range top {
+		if list, ok := v.([]any); ok && strings.EqualFold(k, "client_secrets") {
+			for _, item := range list {
+				if obj, ok := item.(map[string]any); ok {
+					collect(obj)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // describeJSONError says what is wrong with a body without quoting it:
-// the body of a created secret holds the secret.
-func describeJSONError(err error) string {
+// the body of a created secret holds the secret. What it does quote of the
+// body is redacted of secrets.
+func describeJSONError(err error, secrets []string) string {
 	var (
 		syntax *json.SyntaxError
 		typ    *json.UnmarshalTypeError
+		ts     *timestampError
 		local  *localError
 	)
 	switch {
 	case errors.As(err, &syntax):
 		return "malformed JSON"
 	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q has the wrong type (%s)", typ.Field, typ.Value)
+		return fmt.Sprintf("field %q has the wrong type (%s)", quote(typ.Field, maxFieldLen, secrets), quote(typ.Value, maxFieldLen, secrets))
+	case errors.As(err, &ts):
+		return fmt.Sprintf("timestamp %q is not in milliseconds since the epoch", quote(ts.raw, maxTimestampLen, secrets))
 	case errors.As(err, &local):
 		return local.Error()
 	}

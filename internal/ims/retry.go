@@ -163,7 +163,7 @@ func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (
 	a := Attempt{Op: c.op, Number: c.attempts, Duration: time.Since(c.attemptStart)}
 	if resp != nil {
 		a.Status = resp.StatusCode
-		a.DebugID = clean(resp.Header.Get("x-debug-id"), 100)
+		a.DebugID = quote(resp.Header.Get("x-debug-id"), maxDebugIDLen, c.secrets)
 	}
 	if err != nil {
 		a.Err = scrubErr(stripURL(err), c.secrets)
@@ -239,7 +239,7 @@ func (c *call) newError(resp *http.Response) *Error {
 	e := &Error{Op: c.op, Attempts: c.attempts, redact: c.secrets}
 	if resp != nil {
 		e.StatusCode = resp.StatusCode
-		e.DebugID = clean(resp.Header.Get("x-debug-id"), 100)
+		e.DebugID = quote(resp.Header.Get("x-debug-id"), maxDebugIDLen, c.secrets)
 	}
 	return e
 }

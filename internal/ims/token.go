@@ -61,7 +61,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	call.secrets = append(call.secrets, tok.AccessToken)
 
 	if !isJSON(call.final.Header) {
-		return nil, call.fail(call.final, localErrorf("the response is %s, not JSON", describeContent(call.final.Header.Get("Content-Type"), call.body.Len())))
+		return nil, call.fail(call.final, localErrorf("the response is %s, not JSON", describeContent(call.final.Header.Get("Content-Type"), call.body.Len(), call.secrets)))
 	}
 	// oauth2's Expiry comes from the wall clock and reads a missing
 	// expires_in as "never expires": take the number IMS sent instead.
@@ -78,7 +78,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 		TokenType:   tokenType,
 		ExpiresIn:   expiresIn,
 		Scopes:      slices.Clone(scopes),
-		DebugID:     clean(call.final.Header.Get("x-debug-id"), 100),
+		DebugID:     quote(call.final.Header.Get("x-debug-id"), maxDebugIDLen, call.secrets),
 	}, nil
 }
 
@@ -89,11 +89,13 @@ func tokenError(call *call, err error) error {
 	if errors.As(err, &ie) {
 		return ie // no response: the call described it already
 	}
+	// A token in a response refused for another reason is still a token.
+	call.secrets = append(call.secrets, echoedTokens(call.body.Bytes())...)
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
 		e := call.newError(re.Response)
-		e.Code = clean(re.ErrorCode, 100)
-		e.Description = clean(re.ErrorDescription, 300)
+		e.Code = quote(re.ErrorCode, maxCodeLen, call.secrets)
+		e.Description = quote(re.ErrorDescription, maxDescriptionLen, call.secrets)
 		if e.Code == "" && e.Description == "" {
 			parseErrorBody(e, re.Response.Header, call.body.Bytes())
 		}
@@ -105,14 +107,30 @@ func tokenError(call *call, err error) error {
 	if call.bodyErr != nil {
 		return call.fail(call.final, fmt.Errorf("reading the response: %w", stripURL(call.bodyErr)))
 	}
-	return call.fail(call.final, diagnoseTokenBody(call.final.Header.Get("Content-Type"), call.body.Bytes()))
+	return call.fail(call.final, diagnoseTokenBody(call.final.Header.Get("Content-Type"), call.body.Bytes(), call.secrets))
+}
+
+// echoedTokens returns the access tokens a JSON body holds, under any key
+// oauth2's decoder could take one from (it matches keys regardless of case).
+func echoedTokens(body []byte) []string {
+	var m map[string]any
+	if json.Unmarshal(body, &m) != nil {
+		return nil
+	}
+	var out []string
+	for k, v := range m {
+		if s, ok := v.(string); ok && strings.EqualFold(k, "access_token") {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 // diagnoseTokenBody says why a 2xx body oauth2 refused is not a token.
-func diagnoseTokenBody(contentType string, body []byte) error {
+func diagnoseTokenBody(contentType string, body []byte, secrets []string) error {
 	var m map[string]any
 	if err := json.Unmarshal(body, &m); err != nil || m == nil {
-		return localErrorf("the response is %s, not a JSON token response", describeContent(contentType, len(body)))
+		return localErrorf("the response is %s, not a JSON token response", describeContent(contentType, len(body), secrets))
 	}
 	if s, _ := m["access_token"].(string); s == "" {
 		return localErrorf("the response has no access_token")

@@ -26,8 +26,14 @@ func ParseBaseURL(field, raw string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s %s is not a valid URL: give an https URL such as %q", field, quoteRaw(raw), "https://host.example.com")
 	}
-	// Shown in errors: never the user info or query, which may hold secrets.
-	shown := u.Scheme + "://" + u.Host + u.EscapedPath()
+	// Shown in errors: never the user info or query, which may hold secrets,
+	// nor a path with an "@", which may be user info that did not parse as
+	// such.
+	path := u.EscapedPath()
+	if strings.Contains(path, "@") {
+		path = "/..."
+	}
+	shown := u.Scheme + "://" + u.Host + path
 	fail := func(format string, args ...any) (string, error) {
 		return "", fmt.Errorf("%s %q: %s", field, shown, fmt.Sprintf(format, args...))
 	}
@@ -48,11 +54,16 @@ func ParseBaseURL(field, raw string) (string, error) {
 	case u.Fragment != "" || strings.Contains(raw, "#"):
 		return fail("remove the fragment (#...): give the base URL only")
 	case u.Path != "" && u.Path != "/":
-		return fail("remove the path %q: give the base URL only; the plugin adds the API paths itself", u.EscapedPath())
+		return fail("remove the path %q: give the base URL only; the plugin adds the API paths itself", path)
 	case u.Scheme == "http" && !isLoopback(u.Hostname()):
 		return fail("plain http is only allowed for loopback hosts; use https")
 	}
-	return u.Scheme + "://" + strings.ToLower(u.Host), nil
+	// An empty port ("host:") means the default one: drop the colon.
+	host := u.Host
+	if u.Port() == "" {
+		host = strings.TrimSuffix(host, ":")
+	}
+	return u.Scheme + "://" + strings.ToLower(host), nil
 }
 
 func validPort(p string) bool {
@@ -71,10 +82,14 @@ func isLoopback(host string) bool {
 	return err == nil && ip.Unmap().IsLoopback()
 }
 
-// quoteRaw shows an unparsable value unless it could hold a password.
+// quoteRaw shows an unusable value, but never what could hold a password
+// or a secret: user info, a query or a fragment.
 func quoteRaw(raw string) string {
 	if strings.Contains(raw, "@") {
 		return "(value not shown: it may contain credentials)"
+	}
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		return fmt.Sprintf("%q", raw[:i+1]+"...")
 	}
 	return fmt.Sprintf("%q", raw)
 }

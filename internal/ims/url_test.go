@@ -20,6 +20,8 @@ func TestParseBaseURL(t *testing.T) {
 		{"http://localhost", "http://localhost", ""},
 		{"http://LocalHost:9000/", "http://localhost:9000", ""},
 		{"http://[::1]:1", "http://[::1]:1", ""},
+		{"http://[::1]:", "http://[::1]", ""},
+		{"https://api.adobe.io:/", "https://api.adobe.io", ""},
 		{"http://ims.example.com", "", `ims_url "http://ims.example.com": plain http is only allowed for loopback hosts; use https`},
 		{"http://10.0.0.1", "", "plain http is only allowed for loopback hosts"},
 		{"http://localhost.example.com", "", "plain http is only allowed for loopback hosts"},
@@ -38,6 +40,11 @@ func TestParseBaseURL(t *testing.T) {
 		{"https://ims.example.com:0", "", `the port "0" is not a valid port`},
 		{"https://ims.example.com:x", "", "is not a valid URL"},
 		{"https://user:hunter2@ims example.com", "", "value not shown"},
+		{"ims.example.com?client_secret=hunter2", "", `ims_url "ims.example.com?..." is not an absolute URL`},
+		{"/://user:hunter2@", "", `ims_url ":///...": scheme "" is not supported`},
+		{"https://ims.example.com/user:hunter2@x", "", `remove the path "/..."`},
+		{"https://ims.example.com:x?token=hunter2", "", `ims_url "https://ims.example.com:x?..." is not a valid URL`},
+		{"https://ims.example.com:x#hunter2", "", `ims_url "https://ims.example.com:x#..." is not a valid URL`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.raw, func(t *testing.T) {
