@@ -62,8 +62,14 @@ func TestFaultMatrixThroughVault(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.imsURL != "" {
-				v.mustCLI("write", "adobe/config", "ims_url="+tc.imsURL, "verify=false")
-				t.Cleanup(func() { v.mustCLI("write", "adobe/config", "ims_url="+emu.URL, "verify=false") })
+				// Moving ims_url needs the secret in the same write.
+				moveIMS := func(url string) {
+					if out, err := v.cliAs(rootToken, testClientSecret, "write", "adobe/config", "ims_url="+url, "client_secret=-", "verify=false"); err != nil {
+						t.Fatalf("moving ims_url to %s: %v\n%s", url, err, out)
+					}
+				}
+				moveIMS(tc.imsURL)
+				t.Cleanup(func() { moveIMS(emu.URL) })
 			}
 			if tc.fault != nil {
 				f := *tc.fault
