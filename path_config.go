@@ -25,7 +25,7 @@ const (
 	keyScopes          = "scopes"
 	keyIMSURL          = "ims_url"
 	keyOrgID           = "org_id"
-	keyCredentialID    = "credential_id"
+	keyCredentialID    = "credential_id" //nolint:gosec // G101: a field name, not a credential
 	keyIOManagementURL = "io_management_url"
 	keyVerify          = "verify"
 )

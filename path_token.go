@@ -15,13 +15,16 @@ import (
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
-const secretTokenType = "adobe_ims_token"
+const secretTokenType = "adobe_ims_token" //nolint:gosec // G101: Vault's name for the secret type, not a credential
 
 const (
 	keyRole        = "role"
 	keyAccessToken = "access_token"
 	keyTokenType   = "token_type"
 	keyExpiresAt   = "expires_at"
+	// keyClientID (the value for the x-api-key header) and keyOrgID (for
+	// x-gw-ims-org-id) come from path_config.go; creds returns both, as
+	// every Adobe API call needs the first and some the second.
 )
 
 // Lease internal data keys. Values are strings: numbers would come back as
@@ -36,7 +39,11 @@ const (
 	internalAccessToken = "access_token" // dedicated leases only, to invalidate the token on revoke
 )
 
-const descCredsRole = `Role whose scopes, mode and TTL caps apply.`
+const (
+	descCredsRole     = `Role whose scopes, mode and TTL caps apply.`
+	descCredsClientID = "Client ID of the credential: send it as the \"x-api-key\" header with the token on every Adobe API call."
+	descCredsOrgID    = "Adobe organization ID of the credential, when the config has one: send it as \"x-gw-ims-org-id\" to the APIs that take it."
+)
 
 func pathCreds(b *backend) []*framework.Path {
 	op := func(suffix string) map[logical.Operation]framework.OperationHandler {
@@ -72,8 +79,9 @@ func pathCreds(b *backend) []*framework.Path {
 	}
 }
 
-const credsHelp = `Returns access_token, token_type, expires_at (RFC 3339, UTC) and scopes as a
-lease. The lease never outlives the token: its TTL is the smallest of the time
+const credsHelp = `Returns access_token, token_type, expires_at (RFC 3339, UTC), scopes,
+client_id (send it as the x-api-key header of every Adobe API call) and, when
+the config has one, org_id (for APIs that take x-gw-ims-org-id), as a lease. The lease never outlives the token: its TTL is the smallest of the time
 left until the token's safe end (its expiry less a margin of a tenth of its
 life, at most 5 minutes), the role's ttl, and the mount's max lease TTL.
 Renewing extends it up to the same bound.
@@ -91,6 +99,8 @@ func secretToken(b *backend) *framework.Secret {
 			keyTokenType:   {Type: framework.TypeString, Description: "Token type, \"bearer\"."},
 			keyExpiresAt:   {Type: framework.TypeString, Description: "When IMS expires the token, RFC 3339 in UTC."},
 			keyScopes:      {Type: framework.TypeCommaStringSlice, Description: "The token's scopes."},
+			keyClientID:    {Type: framework.TypeString, Description: descCredsClientID},
+			keyOrgID:       {Type: framework.TypeString, Description: descCredsOrgID},
 		},
 		Renew:  b.tokenRenew,
 		Revoke: b.tokenRevoke,
@@ -155,7 +165,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		return nil, logical.CodedError(502, fmt.Sprintf("the token Adobe IMS issued expires at %s, too soon to lease (its safe end passed %s ago); read again, and check the IMS latency and this host's clock if it persists",
 			tok.ExpiresAt.UTC().Format(time.RFC3339), (-left).Round(time.Millisecond)))
 	}
-	return b.credsResponse(cr, conn.config.ClientID, tok), nil
+	return b.credsResponse(cr, conn.config, tok), nil
 }
 
 // invalidateUnleased invalidates a dedicated token that no lease will
@@ -171,24 +181,29 @@ func (b *backend) invalidateUnleased(ctx context.Context, c *ims.Client, tok *to
 	}
 }
 
-func (b *backend) credsResponse(cr credsRequest, clientID string, tok *tokencache.Token) *logical.Response {
+func (b *backend) credsResponse(cr credsRequest, cfg *config, tok *tokencache.Token) *logical.Response {
 	internal := map[string]any{
 		internalRole:      cr.roleName,
 		internalMode:      cr.role.Mode,
 		internalScopes:    strings.Join(tok.Scopes, ","),
-		internalClientID:  clientID,
+		internalClientID:  cfg.ClientID,
 		internalExpiresAt: tok.ExpiresAt.UTC().Format(time.RFC3339Nano),
 		internalSafeEnd:   tok.SafeEnd().UTC().Format(time.RFC3339Nano),
 	}
 	if cr.role.Mode == modeDedicated {
 		internal[internalAccessToken] = tok.AccessToken
 	}
-	resp := b.Secret(secretTokenType).Response(map[string]any{
+	data := map[string]any{
 		keyAccessToken: tok.AccessToken,
 		keyTokenType:   tok.TokenType,
 		keyExpiresAt:   tok.ExpiresAt.UTC().Format(time.RFC3339),
 		keyScopes:      cr.scopes,
-	}, internal)
+		keyClientID:    cfg.ClientID,
+	}
+	if cfg.OrgID != "" {
+		data[keyOrgID] = cfg.OrgID
+	}
+	resp := b.Secret(secretTokenType).Response(data, internal)
 	now := b.opts.now()
 	resp.Secret.TTL, resp.Secret.MaxTTL = leaseBounds(cr.role, tok.SafeEnd().Sub(now), tok.SafeEnd().Sub(now))
 	return resp

@@ -288,3 +288,40 @@ func TestTokenAtItsEndIsNeverLeased(t *testing.T) {
 		t.Fatal("the dedicated token that was not leased is still valid at IMS")
 	}
 }
+
+// TestCredsCarryWhatAnAdobeAPICallNeeds: every Adobe API call sends the
+// client ID as x-api-key beside the token, and some the org as
+// x-gw-ims-org-id; creds returns both so that applications need no access to
+// config. The secret is never among them.
+func TestCredsCarryWhatAnAdobeAPICallNeeds(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+		org   string
+	}{
+		{"without org_id", nil, ""},
+		{"with org_id", map[string]any{"org_id": "1234ABCD@AdobeOrg"}, "1234ABCD@AdobeOrg"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			e.configure(tc.extra)
+			e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+			for _, path := range []string{"creds", "creds/d"} {
+				data := e.creds(path).Data
+				if data[keyClientID] != testClientID {
+					t.Errorf("%s: client_id %v, want %q", path, data[keyClientID], testClientID)
+				}
+				org, ok := data[keyOrgID]
+				if tc.org == "" && ok {
+					t.Errorf("%s: org_id %v returned though the config has none", path, org)
+				}
+				if tc.org != "" && org != tc.org {
+					t.Errorf("%s: org_id %v, want %q", path, org, tc.org)
+				}
+				if _, ok := data[keyClientSecret]; ok {
+					t.Errorf("%s returned client_secret", path)
+				}
+			}
+		})
+	}
+}
