@@ -28,7 +28,7 @@ func pathRotate(b *backend) []*framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{OperationPrefix: operationPrefix},
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.UpdateOperation: forwarded(b.exclusively(opRotateRoot, b.pathRotateRootWrite), "rotate", "root-credentials",
-				"Replace the client secret with a new one that only Vault knows."),
+				"Replace the client secret with a new one that only Vault knows.", okResponse(rotateRootFields())),
 		},
 		HelpSynopsis: "Rotate the client secret through the Adobe I/O Management API.",
 		HelpDescription: `Creates a new client secret for the credential, mints a token with it, stores

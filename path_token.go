@@ -54,7 +54,8 @@ func pathCreds(b *backend) []*framework.Path {
 					OperationVerb:   "generate",
 					OperationSuffix: suffix,
 				},
-				Summary: "Get an Adobe IMS access token as a lease.",
+				Summary:   "Get an Adobe IMS access token as a lease.",
+				Responses: okResponse(credsFields()),
 			},
 		}
 	}
@@ -93,15 +94,8 @@ a new token and revoking the lease invalidates it at IMS.`
 
 func secretToken(b *backend) *framework.Secret {
 	return &framework.Secret{
-		Type: secretTokenType,
-		Fields: map[string]*framework.FieldSchema{
-			keyAccessToken: {Type: framework.TypeString, Description: "Adobe IMS access token: send it as \"Authorization: Bearer <token>\"."},
-			keyTokenType:   {Type: framework.TypeString, Description: "Token type, \"bearer\"."},
-			keyExpiresAt:   {Type: framework.TypeString, Description: "When IMS expires the token, RFC 3339 in UTC."},
-			keyScopes:      {Type: framework.TypeCommaStringSlice, Description: "The token's scopes."},
-			keyClientID:    {Type: framework.TypeString, Description: descCredsClientID},
-			keyOrgID:       {Type: framework.TypeString, Description: descCredsOrgID},
-		},
+		Type:   secretTokenType,
+		Fields: credsFields(),
 		Renew:  b.tokenRenew,
 		Revoke: b.tokenRevoke,
 	}

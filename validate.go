@@ -23,10 +23,11 @@ const operationPrefix = "adobe-ims"
 // forwarded is an operation that changes state in storage or at Adobe:
 // performance standbys and secondaries hand it to the active node. An empty
 // suffix keeps the path's.
-func forwarded(cb framework.OperationFunc, verb, suffix, summary string) *framework.PathOperation {
+func forwarded(cb framework.OperationFunc, verb, suffix, summary string, responses map[int][]framework.Response) *framework.PathOperation {
 	return &framework.PathOperation{
 		Callback:                    cb,
 		Summary:                     summary,
+		Responses:                   responses,
 		DisplayAttrs:                &framework.DisplayAttributes{OperationVerb: verb, OperationSuffix: suffix},
 		ForwardPerformanceStandby:   true,
 		ForwardPerformanceSecondary: true,
