@@ -116,6 +116,10 @@ func newBackend(opts backendOptions) *backend {
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
 			SealWrapStorage: []string{configStorageKey},
+			// A rotation's write-ahead log belongs to the cluster that ran
+			// it: a performance secondary must never roll back (and so
+			// delete secrets of) the primary's rotation.
+			LocalStorage: []string{framework.WALPrefix},
 		},
 		Paths: framework.PathAppend(
 			[]*framework.Path{pathConfig(b)},
@@ -129,6 +133,7 @@ func newBackend(opts backendOptions) *backend {
 		Clean:             b.clean,
 		PeriodicFunc:      b.periodic,
 		WALRollback:       b.walRollback,
+		RotateCredential:  b.rotateCredential,
 		WALRollbackMinAge: walRollbackMinAge,
 		RunningVersion:    Version,
 	}

@@ -21,6 +21,7 @@ const (
 	testClientID     = "test-client-id"
 	testClientSecret = "p8e-Zq7Rw2Lp9xKd4Vn8Tt3Hy6Bm1Gc5Fj"
 	testScopes       = "openid,AdobeID,firefly_api,ff_apis"
+	testMount        = "adobe/"
 )
 
 // testEnv is a backend wired to an in-process IMS emulator, with a fake
@@ -104,7 +105,7 @@ func (e *testEnv) configure(extra map[string]any) {
 
 func (e *testEnv) request(op logical.Operation, path string, data map[string]any) (*logical.Response, error) {
 	e.t.Helper()
-	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage}
+	req := &logical.Request{Operation: op, Path: path, Data: data, Storage: e.storage, MountPoint: testMount}
 	resp, err := e.b.HandleRequest(context.Background(), req)
 	e.assertNoSecretsIn("response to "+path, dump(resp, err))
 	return resp, err

@@ -172,11 +172,14 @@ func FuzzMergeConfig(f *testing.F) {
 				t.Fatalf("accepted %s %q: %v", id.key, id.value, err)
 			}
 		}
-		if err := validateRotationPeriod(cfg.RotationPeriod); err != nil {
-			t.Fatalf("accepted rotation_period %s: %v", cfg.RotationPeriod, err)
+		if cfg.RotationPeriod < 0 || (cfg.RotationPeriod > 0 && cfg.RotationPeriod < minRotationPeriod) {
+			t.Fatalf("accepted rotation_period %s", cfg.RotationPeriod)
 		}
-		if cfg.RotationPeriod > 0 && (cfg.OrgID == "" || cfg.CredentialID == "") {
-			t.Fatalf("accepted rotation every %s without org_id and credential_id", cfg.RotationPeriod)
+		if cfg.RotationPeriod > 0 && cfg.RotationSchedule != "" {
+			t.Fatalf("kept both rotation_period %s and rotation_schedule %q", cfg.RotationPeriod, cfg.RotationSchedule)
+		}
+		if rotationDriver(cfg) != driverNone && (cfg.OrgID == "" || cfg.CredentialID == "") {
+			t.Fatalf("accepted automated rotation without org_id and credential_id")
 		}
 
 		// What was given is what is kept.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/automatedrotationutil"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
@@ -65,10 +66,37 @@ type config struct {
 	// changes, by a write or a rotation. A rotation's write-ahead log entry
 	// keeps the stamp it started from, so that rolling it back can tell
 	// whether the secret it replaced is still the one stored.
-	SecretStamp       string        `json:"secret_stamp,omitempty"`
-	LastRotation      time.Time     `json:"last_rotation,omitzero"`
-	RotationPeriod    time.Duration `json:"rotation_period,omitempty"`
-	RotationEnabledAt time.Time     `json:"rotation_enabled_at,omitzero"`
+	SecretStamp       string    `json:"secret_stamp,omitempty"`
+	LastRotation      time.Time `json:"last_rotation,omitzero"`
+	RotationEnabledAt time.Time `json:"rotation_enabled_at,omitzero"`
+
+	// Automated rotation: the SDK's standard fields. rotation_period kept
+	// its v0.1 encoding, so configs stored by v0.1 load unchanged.
+	RotationPeriod           time.Duration `json:"rotation_period,omitempty"`
+	RotationSchedule         string        `json:"rotation_schedule,omitempty"`
+	RotationWindow           time.Duration `json:"rotation_window,omitempty"`
+	DisableAutomatedRotation bool          `json:"disable_automated_rotation,omitempty"`
+	RotationPolicy           string        `json:"rotation_policy,omitempty"`
+	// RotationJobID is the id Vault's rotation manager gave the job; empty
+	// when the plugin's own scheduler drives rotation (Community Edition).
+	RotationJobID string `json:"rotation_job_id,omitempty"`
+}
+
+func configFields() map[string]*framework.FieldSchema {
+	fields := map[string]*framework.FieldSchema{
+		keyClientID:     {Type: framework.TypeString, Description: descClientID},
+		keyClientSecret: {Type: framework.TypeString, Description: descClientSecret, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
+		keyScopes:       {Type: framework.TypeCommaStringSlice, Description: descScopes},
+		keyIMSURL:       {Type: framework.TypeString, Description: descIMSURL, Default: ims.DefaultURL},
+		keyOrgID:        {Type: framework.TypeString, Description: descOrgID},
+		keyCredentialID: {Type: framework.TypeString, Description: descCredentialID},
+		keyIOManagementURL: {
+			Type: framework.TypeString, Description: descIOMgmtURL, Default: ims.DefaultManagementURL,
+		},
+		keyVerify: {Type: framework.TypeBool, Description: descVerify, Default: true},
+	}
+	automatedrotationutil.AddAutomatedRotationFieldsWithGroup(fields, "Rotation")
+	return fields
 }
 
 func pathConfig(b *backend) *framework.Path {
@@ -77,19 +105,7 @@ func pathConfig(b *backend) *framework.Path {
 		DisplayAttrs: &framework.DisplayAttributes{
 			OperationPrefix: operationPrefix,
 		},
-		Fields: map[string]*framework.FieldSchema{
-			keyClientID:     {Type: framework.TypeString, Description: descClientID},
-			keyClientSecret: {Type: framework.TypeString, Description: descClientSecret, DisplayAttrs: &framework.DisplayAttributes{Sensitive: true}},
-			keyScopes:       {Type: framework.TypeCommaStringSlice, Description: descScopes},
-			keyIMSURL:       {Type: framework.TypeString, Description: descIMSURL, Default: ims.DefaultURL},
-			keyOrgID:        {Type: framework.TypeString, Description: descOrgID},
-			keyCredentialID: {Type: framework.TypeString, Description: descCredentialID},
-			keyIOManagementURL: {
-				Type: framework.TypeString, Description: descIOMgmtURL, Default: ims.DefaultManagementURL,
-			},
-			keyVerify:         {Type: framework.TypeBool, Description: descVerify, Default: true},
-			keyRotationPeriod: {Type: framework.TypeDurationSecond, Description: descRotationPeriod},
-		},
+		Fields:         configFields(),
 		ExistenceCheck: b.configExists,
 		Operations: map[logical.Operation]framework.OperationHandler{
 			logical.ReadOperation: &framework.PathOperation{
@@ -163,7 +179,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		keyCredentialID:    cfg.CredentialID,
 		keyIOManagementURL: cfg.IOManagementURL,
 	}
-	maps.Copy(data, rotationState(cfg, st))
+	maps.Copy(data, rotationState(cfg, st, b.opts.now()))
 	return &logical.Response{Data: data}, nil
 }
 
@@ -183,6 +199,9 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	scheduleRotation(cfg, old, b.opts.now())
+	if err := b.registerRotation(ctx, req, cfg, old); err != nil {
+		return nil, err
+	}
 
 	var verified *tokencache.Token
 	if d.Get(keyVerify).(bool) {
@@ -204,7 +223,7 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
 		return nil, err
 	}
-	if _, given := d.GetOk(keyRotationPeriod); given && cfg.RotationPeriod > 0 && cfg.RotationPeriod < advisedMinRotationPeriod {
+	if cfg.RotationPeriod > 0 && cfg.RotationPeriod < advisedMinRotationPeriod && (old == nil || old.RotationPeriod != cfg.RotationPeriod) {
 		resp := &logical.Response{}
 		resp.AddWarning(fmt.Sprintf("rotation_period %s is shorter than %s: fit for testing; in production each rotation mints two tokens and changes the credential at Adobe, which may throttle it", cfg.RotationPeriod, advisedMinRotationPeriod))
 		return resp, nil
@@ -244,12 +263,8 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	if old != nil && cfg.ClientID != old.ClientID {
 		cfg.LastRotation = time.Time{}
 	}
-	if v, ok := d.GetOk(keyRotationPeriod); ok {
-		p := time.Duration(v.(int)) * time.Second
-		if err := validateRotationPeriod(p); err != nil {
-			return nil, err
-		}
-		cfg.RotationPeriod = p
+	if err := mergeRotationFields(cfg, d); err != nil {
+		return nil, err
 	}
 	if v, ok := d.GetOk(keyScopes); ok {
 		scopes, err := validateScopes(keyScopes, v.([]string))
@@ -300,9 +315,9 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing required field(s) %s: the config needs client_id, client_secret and scopes from the Adobe Developer Console credential", strings.Join(missing, ", "))
 	}
-	if cfg.RotationPeriod > 0 {
+	if rotationDriver(cfg) != driverNone {
 		if err := checkRotatable(cfg); err != nil {
-			return nil, fmt.Errorf("rotation_period is set, and %w", err)
+			return nil, fmt.Errorf("automated rotation is on, and %w", err)
 		}
 	}
 	return cfg, nil

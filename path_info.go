@@ -64,7 +64,7 @@ func (b *backend) pathInfoRead(ctx context.Context, req *logical.Request, _ *fra
 		if err != nil {
 			return nil, err
 		}
-		data["rotation"] = rotationState(conn.config, st)
+		data["rotation"] = rotationState(conn.config, st, b.opts.now())
 	}
 	var tokens []map[string]any
 	for _, s := range b.cache.States() {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
+	"github.com/hashicorp/vault/sdk/helper/automatedrotationutil"
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
@@ -62,7 +63,7 @@ func (b *backend) pathRotateRootWrite(ctx context.Context, req *logical.Request,
 		keyLastRotation:             formatTime(res.rotatedAt),
 	}
 	// A successful rotation cleared any back-off, so only the period counts.
-	if next := nextRotation(res.config, nil); !next.IsZero() {
+	if next := nextRotation(res.config, nil, b.opts.now()); !next.IsZero() {
 		data[keyNextRotation] = formatTime(next)
 	}
 	resp := &logical.Response{Data: data}
@@ -87,10 +88,24 @@ func rotationErrorResponse(err error) (*logical.Response, error) {
 	return imsErrorResponse("rotating the client secret", err)
 }
 
-// rotationState is what a config read shows about rotation. Keys without a
-// value are left out rather than shown empty.
-func rotationState(cfg *config, st *rotationStatus) map[string]any {
-	m := map[string]any{}
+// rotationState is what a config read shows about rotation: the standard
+// fields the way the SDK's helpers format them, and since v0.1
+// client_secret_uuid, last_rotation, next_rotation and last_rotation_error.
+// Keys without a value are left out rather than shown empty.
+func rotationState(cfg *config, st *rotationStatus, now time.Time) map[string]any {
+	m := map[string]any{keyRotationDriver: rotationDriver(cfg)}
+	params := automatedrotationutil.AutomatedRotationParams{
+		RotationSchedule: cfg.RotationSchedule, RotationWindow: cfg.RotationWindow, RotationPeriod: cfg.RotationPeriod,
+		DisableAutomatedRotation: cfg.DisableAutomatedRotation, RotationPolicy: cfg.RotationPolicy,
+	}
+	params.PopulateSetAutomatedRotationData(m)
+	next := nextRotation(cfg, st, now)
+	info := automatedrotationutil.RotationInfoResponseParams{
+		LastVaultRotation: cfg.LastRotation.UTC().Truncate(time.Second),
+		NextVaultRotation: next.UTC().Truncate(time.Second),
+		RotationID:        cfg.RotationJobID,
+	}
+	info.PopulateRotationInfo(m)
 	if cfg.ClientSecretUUID != "" {
 		m[keyClientSecretUUID] = cfg.ClientSecretUUID
 	}
@@ -99,7 +114,9 @@ func rotationState(cfg *config, st *rotationStatus) map[string]any {
 	}
 	if cfg.RotationPeriod > 0 {
 		m[keyRotationPeriod] = int64(cfg.RotationPeriod / time.Second)
-		m[keyNextRotation] = formatTime(nextRotation(cfg, st))
+	}
+	if !next.IsZero() {
+		m[keyNextRotation] = formatTime(next)
 	}
 	if st != nil && st.Failures > 0 {
 		m[keyLastRotationError] = st.LastError

@@ -42,6 +42,7 @@ type rotateEnv struct {
 	*testEnv
 	mem *logical.InmemStorage // what survives a crash
 
+	opts  rotateOptions
 	waits chan string // operations that found the writer lock held
 
 	mu        sync.Mutex
@@ -56,6 +57,9 @@ type rotateEnv struct {
 
 type rotateOptions struct {
 	withoutManagementScopes bool
+	// system stands in for Vault's system view; nil is the SDK's static one,
+	// which, like Community Edition, has no rotation manager.
+	system logical.SystemView
 }
 
 func newRotateEnv(t *testing.T, opts rotateOptions) *rotateEnv {
@@ -75,7 +79,7 @@ func newRotateEnv(t *testing.T, opts rotateOptions) *rotateEnv {
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
 
-	e := &rotateEnv{mem: &logical.InmemStorage{}, secrets: []string{testClientSecret}, waits: make(chan string, 64)}
+	e := &rotateEnv{mem: &logical.InmemStorage{}, secrets: []string{testClientSecret}, waits: make(chan string, 64), opts: opts}
 	e.testEnv = &testEnv{t: t, emu: emu, srv: srv, clock: &fakeClock{now: time.Now().UTC()}, logs: &syncBuffer{}, storage: &faultyStorage{Storage: e.mem, env: e}}
 	e.start()
 	t.Cleanup(func() {
@@ -91,6 +95,9 @@ func (e *rotateEnv) start() {
 	conf := logical.TestBackendConfig()
 	conf.StorageView = e.storage
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: e.logs, Level: hclog.Trace})
+	if e.opts.system != nil {
+		conf.System = e.opts.system
+	}
 	e.b = newBackend(backendOptions{
 		now:          e.clock.Now,
 		onWriterWait: func(op string) { e.waits <- op },
@@ -947,7 +954,7 @@ func TestConfigRotationPeriod(t *testing.T) {
 	}{
 		{"below the minimum", map[string]any{keyRotationPeriod: "5s"}, []string{"rotation_period 5s", "minimum of 10s"}, false},
 		{"negative", map[string]any{keyRotationPeriod: "-60"}, []string{"negative"}, false},
-		{"without org_id", map[string]any{keyRotationPeriod: "30d", keyOrgID: ""}, []string{"rotation_period is set", "org_id"}, false},
+		{"without org_id", map[string]any{keyRotationPeriod: "30d", keyOrgID: ""}, []string{"automated rotation is on", "org_id"}, false},
 		{"short, for tests", map[string]any{keyRotationPeriod: "30s"}, nil, true},
 		{"days", map[string]any{keyRotationPeriod: "30d"}, nil, false},
 	}

@@ -46,11 +46,18 @@ func credsFields() map[string]*framework.FieldSchema {
 // rotationFields are what config reads and rotate-root show of rotation.
 func rotationFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		keyClientSecretUUID:  stringField("Uuid at Adobe of the client secret Vault holds, once Vault has rotated it."),
-		keyLastRotation:      stringField("When Vault last rotated the client secret, RFC 3339 in UTC."),
-		keyNextRotation:      stringField("When the next scheduled rotation is due, RFC 3339 in UTC."),
-		keyRotationPeriod:    {Type: framework.TypeDurationSecond, Description: "Rotation period in seconds; absent when off."},
-		keyLastRotationError: stringField("The error of the last failed automatic rotation, while it keeps failing."),
+		keyClientSecretUUID:         stringField("Uuid at Adobe of the client secret Vault holds, once Vault has rotated it."),
+		keyLastRotation:             stringField("When Vault last rotated the client secret, RFC 3339 in UTC."),
+		keyNextRotation:             stringField("When the next scheduled rotation is due, RFC 3339 in UTC."),
+		keyRotationPeriod:           {Type: framework.TypeDurationSecond, Description: "Rotation period in seconds; absent when off."},
+		keyLastRotationError:        stringField("The error of the last failed automatic rotation, while it keeps failing."),
+		keyRotationSchedule:         stringField("Cron schedule of automated rotation, when set."),
+		keyRotationWindow:           {Type: framework.TypeDurationSecond, Description: "How long after a scheduled time rotation may still run, in seconds."},
+		keyRotationPolicy:           stringField("Rotation policy passed to Vault's rotation manager (Enterprise)."),
+		keyDisableAutomatedRotation: {Type: framework.TypeBool, Description: "Whether automated rotation is turned off while its schedule is kept."},
+		keyLastVaultRotation:        {Type: framework.TypeTime, Description: "When Vault last rotated the client secret (the SDK's rotation info format)."},
+		keyNextVaultRotation:        {Type: framework.TypeTime, Description: "When Vault rotates the client secret next; null when automated rotation is off."},
+		keyRotationDriver:           stringField(`Who rotates the secret automatically: "vault_rotation_manager" (Vault Enterprise), "plugin_scheduler" (the plugin's own, on Community Edition), or "none".`),
 	}
 }
 

@@ -133,6 +133,7 @@ func TestEveryConfigFieldIsCheckedForRedirects(t *testing.T) {
 	values := map[string]any{
 		keyClientID: "another-client", keyScopes: testScopes, keyOrgID: imsemu.DefaultOrgID,
 		keyCredentialID: imsemu.DefaultCredentialID, keyRotationPeriod: 0, keyVerify: true,
+		keyRotationWindow: 0, keyDisableAutomatedRotation: false,
 	}
 	for field, schema := range pathConfig(e.b).Fields {
 		if field == keyClientSecret {
