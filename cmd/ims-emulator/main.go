@@ -1,11 +1,15 @@
 // ims-emulator is a test double of Adobe IMS for tests and `make demo`; never point
 // production at it.
 //
-// It serves the IMS token endpoints and the I/O Management client-secrets API of package
+// It serves the IMS token endpoints, the I/O Management client-secrets API and the Adobe
+// API stand-in (POST /v3/images/generate, a test double of Firefly Services) of package
 // imsemu on -addr, and the emulator's JSON control API on -control-addr, plus
 //
 //	POST /down {"down":true|false}  close the IMS listener (connections are refused) or re-open it
 //	GET  /down                      {"down":bool}
+//
+// The API stand-in shares the IMS listener, so /down takes it down too. Run
+// `ims-emulator -h` for the list of endpoints.
 //
 // The client secret can come from IMS_EMULATOR_CLIENT_SECRET so that it stays off
 // command lines. Neither it nor any token is ever logged.
@@ -41,6 +45,29 @@ var defaultScopes = strings.Join(append(
 	"additional_info.projectedProductContext", "additional_info.roles", "adobeio_api",
 	"read_client_secret", "manage_client_secrets"), ",")
 
+// usageHeader opens the -h text; the flags follow it.
+const usageHeader = `ims-emulator: a TEST DOUBLE of Adobe IMS for tests and the demo; never point production at it.
+
+Serves on -addr:
+  POST /ims/token/v3                   client_credentials token (form body)
+  POST /ims/invalidate_token/v2        invalidate a token
+  POST /ims/validate_token/v1          validate a token (undocumented by Adobe)
+  GET|POST /console/organizations/{org}/credentials/{credential}/secrets
+  DELETE   /console/organizations/{org}/credentials/{credential}/secrets/{uuid}
+                                       I/O Management API client secrets
+  POST ` + imsemu.APIPath + `             Adobe API stand-in (Firefly Services, also a test double):
+                                       200 and a fake generate response for
+                                       Authorization: Bearer {token issued here, live, with firefly_api},
+                                       x-api-key: {client id}, body {"prompt":"..."};
+                                       otherwise the API gateway's {"error_code","message"}
+Serves on -control-addr: the JSON control API (/stats, /tokens, /fault, /expires_in,
+  /latency, /secrets, /config) and POST|GET /down.
+
+The client secret can come from ` + envClientSecret + `.
+
+Flags:
+`
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -55,19 +82,23 @@ func main() {
 // run serves until ctx is done. It writes one line to stdout once both listeners are ready.
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ims-emulator", flag.ContinueOnError)
-	addr := fs.String("addr", "127.0.0.1:8181", "address of the IMS and I/O Management API surface")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageHeader)
+		fs.PrintDefaults()
+	}
+	addr := fs.String("addr", "127.0.0.1:8181", "address of the IMS, I/O Management API and Adobe API stand-in surface")
 	controlAddr := fs.String("control-addr", "127.0.0.1:8182", "address of the JSON control API")
 	clientID := fs.String("client-id", "", "client ID of the emulated credential (required)")
 	clientSecret := fs.String("client-secret", "", "its initial client secret (required; or set "+envClientSecret+")")
 	scopes := fs.String("scopes", defaultScopes, "comma-separated scopes granted to the credential")
 	expiresIn := fs.Duration("expires-in", imsemu.DefaultExpiresIn, "token lifetime, reported in whole seconds")
-	latency := fs.Duration("latency", 0, "delay before every IMS answer")
+	latency := fs.Duration("latency", 0, "delay before every answer on -addr")
 	orgID := fs.String("org-id", imsemu.DefaultOrgID, "organization ID in I/O Management API paths")
 	credentialID := fs.String("credential-id", imsemu.DefaultCredentialID, "credential ID in I/O Management API paths")
 	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS on -addr (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key for -tls-cert")
-	quiet := fs.Bool("quiet", false, "do not log IMS requests to stderr")
-	faultJSON := fs.String("fault", "", `inject a failure from the start, as the control API's fault JSON, e.g. '{"endpoint":"token","kind":"status","status":503,"times":2}'`)
+	quiet := fs.Bool("quiet", false, "do not log requests on -addr to stderr")
+	faultJSON := fs.String("fault", "", `inject a failure from the start, as the control API's fault JSON, e.g. '{"endpoint":"token","kind":"status","status":503,"times":2}'; endpoint is token, invalidate, validate, management, api, or "" for all but api`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

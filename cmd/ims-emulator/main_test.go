@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"io"
 	"math/big"
 	"net"
@@ -24,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
 )
 
 const (
@@ -89,7 +92,8 @@ func tokenForm() url.Values {
 	}
 }
 
-func mint(t *testing.T, client *http.Client, base string) {
+// mint obtains a token (scopes openid,firefly_api), failing the test otherwise.
+func mint(t *testing.T, client *http.Client, base string) string {
 	t.Helper()
 	resp, err := client.PostForm(base+"/ims/token/v3", tokenForm())
 	if err != nil {
@@ -100,6 +104,8 @@ func mint(t *testing.T, client *http.Client, base string) {
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body["access_token"] == "" {
 		t.Fatalf("token request: %d %v %v", resp.StatusCode, body, err)
 	}
+	token, _ := body["access_token"].(string)
+	return token
 }
 
 func setDown(t *testing.T, control string, down bool) {
@@ -304,6 +310,80 @@ func TestFaultFlagRejectsBadJSON(t *testing.T) {
 		err := run(t.Context(), []string{"-client-id", "x", "-client-secret", "y", "-fault", f}, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), "-fault") {
 			t.Errorf("-fault %s: err %v, want one naming -fault", f, err)
+		}
+	}
+}
+
+// callAPI calls the Adobe API stand-in and returns status and body.
+func callAPI(t *testing.T, base, token, apiKey string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+imsemu.APIPath, strings.NewReader(`{"prompt":"a red kite"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	if apiKey != "" {
+		req.Header.Set("x-api-key", apiKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestAPIStandIn(t *testing.T) {
+	e := start(t, "-client-secret", testSecret)
+	base := "http://" + e.addr
+	token := mint(t, http.DefaultClient, base)
+
+	if status, body := callAPI(t, base, token, testClientID); status != 200 || !strings.Contains(body, `"outputs"`) {
+		t.Errorf("good call: %d %s", status, body)
+	}
+	if status, body := callAPI(t, base, token, ""); status != 403 || strings.TrimSpace(body) != `{"error_code":"403003","message":"Api Key is invalid"}` {
+		t.Errorf("no x-api-key: %d %s", status, body)
+	}
+	if status, body := callAPI(t, base, "not-a-token", testClientID); status != 401 || strings.TrimSpace(body) != `{"error_code":"401013","message":"Oauth token is not valid"}` {
+		t.Errorf("unknown token: %d %s", status, body)
+	}
+
+	resp, err := http.Get("http://" + e.control + "/stats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var stats imsemu.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&stats); err != nil || stats.APIRequests != 3 || stats.APIAccepted != 1 || stats.APIRejections != 2 {
+		t.Errorf("stats %+v %v, want 3 API requests, 1 accepted, 2 rejected", stats, err)
+	}
+}
+
+func TestHelpListsEndpoints(t *testing.T) {
+	// The flag package prints -h to stderr: capture it (no test here runs in parallel).
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stderr
+	os.Stderr = w
+	err = run(t.Context(), []string{"-h"}, io.Discard)
+	os.Stderr = saved
+	w.Close()
+	help, _ := io.ReadAll(r)
+	r.Close()
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"TEST DOUBLE", "/ims/token/v3", "/ims/invalidate_token/v2", "/ims/validate_token/v1",
+		"/console/organizations/", "POST " + imsemu.APIPath, "stand-in", "/down", "-client-id"} {
+		if !strings.Contains(string(help), want) {
+			t.Errorf("-h text lacks %q:\n%s", want, help)
 		}
 	}
 }

@@ -2,6 +2,13 @@
 // Adobe I/O Management API. Our machines cannot reach Adobe, so this emulator stands in
 // for it in unit tests, end-to-end tests and `make demo`.
 //
+// It also serves an Adobe API stand-in, itself a TEST DOUBLE: POST /v3/images/generate
+// (APIPath, Firefly Services, normally at https://firefly-api.adobe.io) answers 200 with
+// a plausible but fake generate response only when called the way adobe-ims.md says every
+// Adobe API call is made: a bearer token this emulator issued and still considers valid,
+// carrying the firefly_api scope, and x-api-key set to the token's client ID. It generates
+// nothing; it exists so that tests and the demo can show a token from Vault working.
+//
 // It is written from shared/docs/adobe-ims.md and from nothing else. Where that page
 // documents a behaviour (status codes, error bodies, the x-debug-id header, expires_in in
 // seconds, one comma-separated scope parameter, invalidate answering 200 with an empty
@@ -9,7 +16,8 @@
 // silent, the emulator does the least it can and the code says "not documented by Adobe".
 //
 // The plugin never knows about this package: it only ever sees an IMS URL and an I/O
-// Management URL, which tests point at an Emulator. Never point a production Vault at it.
+// Management URL, which tests point at an Emulator (and a test or the demo calls the API
+// stand-in with a token read from Vault). Never point a production Vault at it.
 package imsemu
 
 import (
@@ -38,11 +46,15 @@ const (
 
 // Endpoint names, as used by Fault.Endpoint.
 const (
+	// EndpointAll matches every IMS and I/O Management endpoint, but not EndpointAPI: the
+	// API stand-in plays another host (firefly-api.adobe.io), so that one fault can break
+	// IMS while tokens already issued keep working against the API.
 	EndpointAll        = ""
 	EndpointToken      = "token"      // POST /ims/token/v3
 	EndpointInvalidate = "invalidate" // POST /ims/invalidate_token/v2
 	EndpointValidate   = "validate"   // POST /ims/validate_token/v1
 	EndpointManagement = "management" // /console/organizations/{orgId}/credentials/{credentialId}/secrets[/{uuid}]
+	EndpointAPI        = "api"        // POST /v3/images/generate, the Adobe API stand-in (APIPath)
 )
 
 const (
@@ -116,6 +128,12 @@ type Stats struct {
 	Invalidated        int `json:"invalidated"`
 	ValidateRequests   int `json:"validate_requests"`
 	ManagementRequests int `json:"management_requests"`
+	// APIRequests counts requests to the Adobe API stand-in (APIPath), faulted ones
+	// included; APIAccepted those it answered 200, APIRejections those it refused (the
+	// 4xx answers). Injected faults are counted in FaultsServed instead.
+	APIRequests   int `json:"api_requests"`
+	APIAccepted   int `json:"api_accepted"`
+	APIRejections int `json:"api_rejections"`
 	// CredentialsInQuery counts IMS requests that put client_id or client_secret in the
 	// query string, which Adobe accepts but advises against because query strings get logged.
 	CredentialsInQuery int `json:"credentials_in_query"`
@@ -132,6 +150,10 @@ type IssuedToken struct {
 	// SecretUUID is the uuid of the client secret the token was minted with; empty for
 	// tokens handed out by an "expires_in" fault, which checks no credentials.
 	SecretUUID string `json:"secret_uuid"`
+	// APICalls counts the calls the Adobe API stand-in accepted with this token, and
+	// LastAPICallAt (Config clock) is when it last accepted one.
+	APICalls      int       `json:"api_calls"`
+	LastAPICallAt time.Time `json:"last_api_call_at,omitzero"`
 }
 
 // SecretInfo describes one of the credential's client secrets, never its value.
@@ -188,8 +210,9 @@ func orDefault(s, def string) string {
 	return s
 }
 
-// ServeHTTP answers the IMS and I/O Management API endpoints. Every response carries a
-// fresh x-debug-id header, as Adobe's do. Latency, then a matching fault, are applied
+// ServeHTTP answers the IMS and I/O Management API endpoints and the Adobe API stand-in
+// (APIPath). Every response carries a fresh x-debug-id header, as IMS's do (what the API
+// gateway sends instead is not documented by Adobe; the stand-in sends it too). Latency, then a matching fault, are applied
 // before normal handling.
 func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Debug-Id", newDebugID())
@@ -204,7 +227,12 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// so read it before any latency or hang.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		refuse(http.StatusBadRequest, "invalid_request", "unreadable request body").write(w)
+		if ep == EndpointAPI {
+			// Not documented by Adobe: the gateway's answer to an oversized body.
+			writeGatewayError(w, http.StatusBadRequest, APIErrorValidation, "unreadable request body")
+		} else {
+			refuse(http.StatusBadRequest, "invalid_request", "unreadable request body").write(w)
+		}
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -224,6 +252,8 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.handleValidate(w, r)
 	case EndpointManagement:
 		e.handleManagement(w, r)
+	case EndpointAPI:
+		e.handleAPI(w, r)
 	}
 }
 
@@ -237,6 +267,8 @@ func endpointOf(path string) string {
 		return EndpointValidate
 	case strings.HasPrefix(path, prefixManagement):
 		return EndpointManagement
+	case path == APIPath:
+		return EndpointAPI
 	}
 	return ""
 }
@@ -253,6 +285,9 @@ func (e *Emulator) count(ep string, r *http.Request) {
 		e.stats.ValidateRequests++
 	case EndpointManagement:
 		e.stats.ManagementRequests++
+		return
+	case EndpointAPI:
+		e.stats.APIRequests++
 		return
 	}
 	if q := r.URL.Query(); q.Has("client_id") || q.Has("client_secret") {
@@ -290,7 +325,7 @@ func (e *Emulator) SetExpiresIn(d time.Duration) {
 	e.mu.Unlock()
 }
 
-// SetLatency delays every answer by d (real time, not the Config clock); a client that
+// SetLatency delays every answer, the API stand-in's included, by d (real time, not the Config clock); a client that
 // gives up meanwhile gets no answer. 0 removes the delay.
 func (e *Emulator) SetLatency(d time.Duration) {
 	e.mu.Lock()

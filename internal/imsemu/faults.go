@@ -30,12 +30,14 @@ const (
 // Fault makes the emulator misbehave on purpose, before normal handling.
 type Fault struct {
 	// Endpoint is EndpointToken, EndpointInvalidate, EndpointValidate, EndpointManagement,
-	// or EndpointAll ("") for all four. Unknown paths are never faulted.
+	// or EndpointAll ("") for all four; or EndpointAPI for the Adobe API stand-in, which
+	// EndpointAll does not match. Unknown paths are never faulted.
 	Endpoint string `json:"endpoint"`
 	Kind     string `json:"kind"`
 	// Status is the HTTP status for KindStatus (default 503) and KindHTML (default 502).
 	Status int `json:"status,omitempty"`
-	// ErrorCode is the `error` of the IMS error body (`error_code` of the management one)
+	// ErrorCode is the `error` of the IMS error body (`error_code` of the gateway one, which
+	// the management endpoint and the API stand-in answer with)
 	// for KindStatus. Adobe documents no codes for 429 or 5xx, so the default is generic:
 	// "temporarily_unavailable" for 429 and 503, "server_error" for other 5xx,
 	// "invalid_request" otherwise.
@@ -54,6 +56,10 @@ type Fault struct {
 func (f *Fault) Validate() error {
 	switch f.Endpoint {
 	case EndpointAll, EndpointToken, EndpointInvalidate, EndpointValidate, EndpointManagement:
+	case EndpointAPI:
+		if f.Kind == KindNoAccessToken || f.Kind == KindExpiresIn {
+			return fmt.Errorf("kind %q shapes a token response; it does not apply to endpoint %q", f.Kind, f.Endpoint)
+		}
 	default:
 		return fmt.Errorf("unknown endpoint %q", f.Endpoint)
 	}
@@ -98,12 +104,17 @@ func (e *Emulator) Fault() *Fault {
 	return &c
 }
 
+// matches reports whether the fault applies to ep; EndpointAll spares the API stand-in.
+func (f *Fault) matches(ep string) bool {
+	return f.Endpoint == ep || (f.Endpoint == EndpointAll && ep != EndpointAPI)
+}
+
 // takeFault returns the fault to serve on ep, if any, counting it down.
 func (e *Emulator) takeFault(ep string) *Fault {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	f := e.fault
-	if f == nil || (f.Endpoint != EndpointAll && f.Endpoint != ep) {
+	if f == nil || !f.matches(ep) {
 		return nil
 	}
 	served := *f
@@ -145,14 +156,18 @@ func (e *Emulator) serveFault(w http.ResponseWriter, r *http.Request, ep string,
 			code = defaultErrorCode(status)
 		}
 		desc := fmt.Sprintf("injected fault: HTTP %d", status)
-		if ep == EndpointManagement {
-			writeManagementError(w, status, code, desc)
+		if ep == EndpointManagement || ep == EndpointAPI {
+			writeGatewayError(w, status, code, desc)
 		} else {
 			writeJSON(w, status, imsError{Error: code, ErrorDescription: desc})
 		}
 	case KindMalformedJSON:
 		w.Header().Set("Content-Type", contentTypeJSON)
 		w.WriteHeader(http.StatusOK)
+		if ep == EndpointAPI {
+			_, _ = io.WriteString(w, `{"size":{"width":2048,"height":2048},"outputs":[{"seed":12`)
+			return
+		}
 		_, _ = io.WriteString(w, `{"access_token":"eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJ0`)
 	case KindHTML:
 		status := f.Status
