@@ -105,17 +105,25 @@ func newBackend(opts backendOptions) *backend {
 	b := &backend{opts: opts, metrics: &metrics{}, writer: newWriterLock(opts.onWriterWait)}
 	b.cache = tokencache.New(b.mintShared, tokencache.Options{
 		Now:         opts.now,
+		Store:       tokenStore{b},
 		MintTimeout: imsCallBound,
 		OnBackgroundError: func(scopes string, err error) {
+			if errors.Is(err, logical.ErrReadOnly) {
+				// A performance standby waits for the active node's replacement.
+				return
+			}
 			b.logger("refresh").Warn("background refresh of a shared token failed; the current token is served until its safe end",
 				"scopes", scopes, "error", err)
+		},
+		OnStoreError: func(scopes string, err error) {
+			b.logger("refresh").Warn("could not load or save a persisted shared token; IMS is asked instead", "scopes", scopes, "error", err)
 		},
 	})
 	b.Backend = &framework.Backend{
 		Help:        strings.TrimSpace(backendHelp),
 		BackendType: logical.TypeLogical,
 		PathsSpecial: &logical.Paths{
-			SealWrapStorage: []string{configStorageKey},
+			SealWrapStorage: []string{configStorageKey, tokensStoragePrefix},
 			// A rotation's write-ahead log belongs to the cluster that ran
 			// it: a performance secondary must never roll back (and so
 			// delete secrets of) the primary's rotation.
@@ -289,6 +297,11 @@ func (b *backend) mintShared(ctx context.Context, scopes []string) (*tokencache.
 	b.mu.RUnlock()
 	if c == nil {
 		return nil, errNotConfigured
+	}
+	// A performance standby found no servable token in memory or storage:
+	// the active node mints it, once for the cluster, and stores it.
+	if b.isPerformanceStandby() {
+		return nil, logical.ErrReadOnly
 	}
 	return b.mint(ctx, c.client, scopes)
 }

@@ -38,6 +38,14 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
+	return newTestEnvOn(t, nil)
+}
+
+// newTestEnvOn is newTestEnv on a node whose system view is sys (nil: the
+// SDK's test view, an active node without replication), as for a
+// performance standby or secondary.
+func newTestEnvOn(t *testing.T, sys logical.SystemView) *testEnv {
+	t.Helper()
 	clock := &fakeClock{now: time.Now().UTC()}
 	emu := newTestEmulator()
 	srv := httptest.NewServer(emu)
@@ -47,6 +55,9 @@ func newTestEnv(t *testing.T) *testEnv {
 	conf := logical.TestBackendConfig()
 	conf.StorageView = &logical.InmemStorage{}
 	conf.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Trace})
+	if sys != nil {
+		conf.System = sys
+	}
 	b := newBackend(backendOptions{
 		now: clock.Now,
 		imsOptions: ims.Options{

@@ -29,17 +29,19 @@ const (
 	keyCredentialID    = "credential_id" //nolint:gosec // G101: a field name, not a credential
 	keyIOManagementURL = "io_management_url"
 	keyVerify          = "verify"
+	keyPersistTokens   = "persist_tokens"
 )
 
 const (
-	descClientID     = `Client ID of the OAuth Server-to-Server credential, as the Adobe Developer Console shows it. Required.`
-	descClientSecret = `Client secret of the credential. Required when creating the config. Write-only: never returned, logged or put in an error. A write that changes client_id, ims_url or io_management_url must give client_secret too, so that nobody who can update config can send the stored secret somewhere new.`
-	descScopes       = `Comma-separated scopes the Developer Console shows for this credential, e.g. "openid,AdobeID,firefly_api,ff_apis". Required. "creds" mints tokens with exactly these; roles may use any subset.`
-	descIMSURL       = `Base URL of Adobe IMS. Defaults to "` + ims.DefaultURL + `". Must be https; plain http is accepted only for loopback hosts. Changing it requires giving client_secret in the same write.`
-	descOrgID        = `Adobe organization ID (e.g. "1234ABCD@AdobeOrg"), shown in the Developer Console project URL. Needed only for client-secret rotation.`
-	descCredentialID = `Developer Console credential ID, shown in the credential's URL. Needed only for client-secret rotation.`
-	descIOMgmtURL    = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url, and changing it likewise requires giving client_secret in the same write.`
-	descVerify       = `Mint one token with "scopes" before saving, and save nothing if IMS refuses. Defaults to true; not stored. Set false only to stage a config while IMS is unreachable.`
+	descClientID      = `Client ID of the OAuth Server-to-Server credential, as the Adobe Developer Console shows it. Required.`
+	descClientSecret  = `Client secret of the credential. Required when creating the config. Write-only: never returned, logged or put in an error. A write that changes client_id, ims_url or io_management_url must give client_secret too, so that nobody who can update config can send the stored secret somewhere new.`
+	descScopes        = `Comma-separated scopes the Developer Console shows for this credential, e.g. "openid,AdobeID,firefly_api,ff_apis". Required. "creds" mints tokens with exactly these; roles may use any subset.`
+	descIMSURL        = `Base URL of Adobe IMS. Defaults to "` + ims.DefaultURL + `". Must be https; plain http is accepted only for loopback hosts. Changing it requires giving client_secret in the same write.`
+	descOrgID         = `Adobe organization ID (e.g. "1234ABCD@AdobeOrg"), shown in the Developer Console project URL. Needed only for client-secret rotation.`
+	descCredentialID  = `Developer Console credential ID, shown in the credential's URL. Needed only for client-secret rotation.`
+	descIOMgmtURL     = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url, and changing it likewise requires giving client_secret in the same write.`
+	descPersistTokens = `Store shared tokens seal-wrapped, so that restarts, plugin reloads, upgrades and leader changes reuse them instead of asking IMS again (Adobe throttles integrations that mint too many tokens). Defaults to true. Set false to keep no bearer token at rest; every such event then mints anew.`
+	descVerify        = `Mint one token with "scopes" before saving, and save nothing if IMS refuses. Defaults to true; not stored. Set false only to stage a config while IMS is unreachable.`
 )
 
 const (
@@ -58,6 +60,8 @@ type config struct {
 	OrgID           string   `json:"org_id,omitempty"`
 	CredentialID    string   `json:"credential_id,omitempty"`
 	IOManagementURL string   `json:"io_management_url"`
+	// PersistTokens is nil in configs of v0.1, which means true.
+	PersistTokens *bool `json:"persist_tokens,omitempty"`
 
 	// Rotation. The uuid names the stored secret at Adobe, so that rotation
 	// deletes only the secret Vault holds; it is empty until Vault rotates.
@@ -93,7 +97,8 @@ func configFields() map[string]*framework.FieldSchema {
 		keyIOManagementURL: {
 			Type: framework.TypeString, Description: descIOMgmtURL, Default: ims.DefaultManagementURL,
 		},
-		keyVerify: {Type: framework.TypeBool, Description: descVerify, Default: true},
+		keyVerify:        {Type: framework.TypeBool, Description: descVerify, Default: true},
+		keyPersistTokens: {Type: framework.TypeBool, Description: descPersistTokens, Default: true},
 	}
 	automatedrotationutil.AddAutomatedRotationFieldsWithGroup(fields, "Rotation")
 	return fields
@@ -178,6 +183,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		keyOrgID:           cfg.OrgID,
 		keyCredentialID:    cfg.CredentialID,
 		keyIOManagementURL: cfg.IOManagementURL,
+		keyPersistTokens:   cfg.persistTokens(),
 	}
 	maps.Copy(data, rotationState(cfg, st, b.opts.now()))
 	return &logical.Response{Data: data}, nil
@@ -215,6 +221,11 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return nil, err
 	}
 	gen := b.useConfig(old, cfg)
+	if old != nil && (!sameCredential(old, cfg) || !cfg.persistTokens()) {
+		if err := dropPersistedTokens(ctx, req.Storage); err != nil {
+			return nil, err
+		}
+	}
 	if verified != nil {
 		b.cache.Put(verified, gen)
 	}
@@ -266,9 +277,16 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	if err := mergeRotationFields(cfg, d); err != nil {
 		return nil, err
 	}
+	if v, ok := d.GetOk(keyPersistTokens); ok {
+		persist := v.(bool)
+		cfg.PersistTokens = &persist
+	}
 	if v, ok := d.GetOk(keyScopes); ok {
 		scopes, err := validateScopes(keyScopes, v.([]string))
 		if err != nil {
+			return nil, err
+		}
+		if err := refuseSecretScopes(scopes); err != nil {
 			return nil, err
 		}
 		cfg.Scopes = scopes
@@ -328,6 +346,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}
 	b.useConfig(nil, nil)
+	if err := dropPersistedTokens(ctx, req.Storage); err != nil {
+		return nil, err
+	}
 	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
 		return nil, err
 	}
@@ -379,3 +400,6 @@ func newSecretStamp() string {
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b[:])
 }
+
+// persistTokens says whether shared tokens are stored; true unless turned off.
+func (c *config) persistTokens() bool { return c.PersistTokens == nil || *c.PersistTokens }

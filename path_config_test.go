@@ -1,9 +1,14 @@
 package adobeims
 
 import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
 )
@@ -18,6 +23,7 @@ func TestConfigCreateReadNeverReturnsSecret(t *testing.T) {
 		"org_id": "ABC123@AdobeOrg", "credential_id": "cred-1", "io_management_url": "https://api.adobe.io",
 		// Automated rotation, off: the SDK's standard fields, as its helpers show them.
 		"rotation_driver": "none", "disable_automated_rotation": false, "rotation_policy": "",
+		"persist_tokens":      true,
 		"last_vault_rotation": nil, "next_vault_rotation": nil,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
@@ -28,10 +34,56 @@ func TestConfigCreateReadNeverReturnsSecret(t *testing.T) {
 	}
 }
 
-func TestConfigIsSealWrapped(t *testing.T) {
+// TestSecretsAreStoredSealWrapped: every storage entry that holds the client
+// secret or a token is one Vault seal-wraps (SealWrapStorage: an exact key,
+// or a prefix ending in "/").
+func TestSecretsAreStoredSealWrapped(t *testing.T) {
 	e := newTestEnv(t)
-	if got := e.b.PathsSpecial.SealWrapStorage; !reflect.DeepEqual(got, []string{"config"}) {
-		t.Fatalf("SealWrapStorage = %v, want [config]", got)
+	e.configure(nil)
+	e.mustOK(e.write("roles/s", map[string]any{"scopes": "openid"}))
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	e.creds("creds")
+	e.creds("creds/s")
+	e.creds("creds/d")
+
+	sealWrapped := func(key string) bool {
+		for _, p := range e.b.PathsSpecial.SealWrapStorage {
+			if key == p || (strings.HasSuffix(p, "/") && strings.HasPrefix(key, p)) {
+				return true
+			}
+		}
+		return false
+	}
+	keys, err := logical.CollectKeys(t.Context(), e.storage.(*logical.InmemStorage))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holding := 0
+	for _, key := range keys {
+		entry, err := e.storage.Get(t.Context(), key)
+		if err != nil || entry == nil {
+			t.Fatalf("reading %s: %v", key, err)
+		}
+		var what []string
+		if strings.Contains(string(entry.Value), testClientSecret) {
+			what = append(what, "the client secret")
+		}
+		for _, tok := range e.emu.Tokens() {
+			if strings.Contains(string(entry.Value), tok.AccessToken) {
+				what = append(what, "an access token")
+				break
+			}
+		}
+		if len(what) == 0 {
+			continue
+		}
+		holding++
+		if !sealWrapped(key) {
+			t.Errorf("storage entry %q holds %s but is not seal-wrapped (SealWrapStorage %v)", key, strings.Join(what, " and "), e.b.PathsSpecial.SealWrapStorage)
+		}
+	}
+	if holding == 0 {
+		t.Fatalf("no storage entry among %v holds the client secret: the check above saw nothing", keys)
 	}
 }
 
@@ -91,13 +143,38 @@ func TestConfigVerifyFalseMakesNoIMSRequest(t *testing.T) {
 	}
 }
 
+// TestConfigVerifyIMSDownIs502: when IMS answers 503 or cannot be reached at
+// all, verifying a config write fails as a bad gateway (502), not as an
+// internal error of Vault's (500), and nothing is saved.
 func TestConfigVerifyIMSDownIs502(t *testing.T) {
-	e := newTestEnv(t)
-	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: 503})
-	resp, err := e.write("config", map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "scopes": testScopes, "ims_url": e.srv.URL})
-	msg := e.mustFail(resp, err, "503", "nothing was saved")
-	if err == nil || !strings.Contains(msg, "verifying") {
-		t.Fatalf("want a 502 coded error, got resp %#v err %v", resp, err)
+	for _, tc := range []struct {
+		name string
+		down func(e *testEnv) (imsURL string)
+		want string
+	}{
+		{"IMS answers 503", func(e *testEnv) string {
+			e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: 503})
+			return e.srv.URL
+		}, "503"},
+		{"IMS unreachable", func(*testEnv) string {
+			gone := httptest.NewServer(http.NotFoundHandler())
+			gone.Close() // its address now refuses connections
+			return gone.URL
+		}, "connection refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newTestEnv(t)
+			imsURL := tc.down(e)
+			resp, err := e.write("config", map[string]any{"client_id": testClientID, "client_secret": testClientSecret, "scopes": testScopes, "ims_url": imsURL})
+			e.mustFail(resp, err, tc.want, "verifying", "nothing was saved")
+			var coded logical.HTTPCodedError
+			if !errors.As(err, &coded) || coded.Code() != http.StatusBadGateway {
+				t.Fatalf("verifying while IMS is down: got resp %#v, err %v (%T); want an error coded 502", resp, err, err)
+			}
+			if got := e.mustOK(e.read("config")); got != nil {
+				t.Fatalf("a config that could not be verified was stored: %#v", got.Data)
+			}
+		})
 	}
 }
 
@@ -214,6 +291,12 @@ func TestConfigChangeKeepsOrDropsTokensAlikeOnEveryNode(t *testing.T) {
 			write: map[string]any{"ims_url": "http://localhost:1", "client_secret": testClientSecret, "verify": false},
 			edit:  func(c *config) { c.IMSURL = "http://localhost:1" },
 		},
+		{
+			// Another credential, with the same scopes: the same cache key.
+			name:  "client_id and secret",
+			write: map[string]any{"client_id": "another-client", "client_secret": "another-client-secret", "verify": false},
+			edit:  func(c *config) { c.ClientID, c.ClientSecret = "another-client", "another-client-secret" },
+		},
 	}
 	for _, tc := range cases {
 		for _, where := range []string{"this node", "another node"} {
@@ -275,4 +358,23 @@ func TestInvalidateAfterRotationElsewhereKeepsTokens(t *testing.T) {
 	if secret != "rotated-elsewhere" {
 		t.Fatal("the node kept minting with the old secret")
 	}
+}
+
+// TestInvalidateAfterClientChangeElsewhereServesNoOldToken: another node
+// moved the config to another credential with the same scopes, so the
+// cache key stays the same. This node must not serve the old client's
+// token: the next read mints with the new client (which this IMS does not
+// know, so it fails) and returns that client's id.
+func TestInvalidateAfterClientChangeElsewhereServesNoOldToken(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(nil)
+	e.creds("creds")
+
+	e.changeStoredConfig(func(c *config) { c.ClientID, c.ClientSecret = "another-client", "Qv7-Wm2-Np8-Kd4" })
+	e.b.invalidate(t.Context(), configStorageKey)
+	resp, err := e.read("creds")
+	if err == nil && resp != nil && !resp.IsError() {
+		t.Fatalf("after another node moved the config to another client, a read returned a token for client_id %v: want a new mint with the new client", resp.Data[keyClientID])
+	}
+	e.mustFail(resp, err, "invalid_client")
 }

@@ -37,8 +37,13 @@ func TestInfoShowsStateButNeverTheToken(t *testing.T) {
 	if err != nil || expires.Sub(e.clock.Now()) < 23*time.Hour {
 		t.Errorf("expires_at %v: %v", st["expires_at"], err)
 	}
-	if st["refresh_at"] == "" || st["last_read"] == "" || st["last_error"] != "" {
-		t.Errorf("token state = %#v", st)
+	for _, k := range []string{"minted_at", "refresh_at", "safe_end", "last_read"} {
+		if v, _ := st[k].(string); v == "" {
+			t.Errorf("token state has no %s: %#v", k, st)
+		}
+	}
+	if v, ok := st["last_error"].(string); !ok || v != "" {
+		t.Errorf("token state after successful reads: last_error %#v, want \"\"", st["last_error"])
 	}
 }
 
@@ -97,7 +102,7 @@ func TestInfoShowsRotationState(t *testing.T) {
 	e := newTestEnv(t)
 	e.configure(map[string]any{"verify": false, "rotation_period": "24h", "org_id": "ORG1@AdobeOrg", "credential_id": "cred1"})
 	rot, ok := e.mustOK(e.read("info")).Data["rotation"].(map[string]any)
-	if !ok || rot["rotation_period"] != int64(86400) || rot["next_rotation"] == "" {
+	if next, _ := rot["next_rotation"].(string); !ok || rot["rotation_period"] != int64(86400) || next == "" {
 		t.Fatalf("info rotation = %#v", rot)
 	}
 }

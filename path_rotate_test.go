@@ -107,7 +107,7 @@ func (e *rotateEnv) start() {
 			MaxElapsed: 5 * time.Second, AttemptTimeout: 2 * time.Second,
 		},
 	})
-	if err := e.b.Setup(context.Background(), conf); err != nil {
+	if err := e.b.setup(context.Background(), conf); err != nil {
 		e.t.Fatal(err)
 	}
 }

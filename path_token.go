@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/vault/sdk/framework"
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
@@ -118,6 +117,10 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	cr := credsRequest{role: &role{Mode: modeShared}, scopes: conn.config.Scopes}
+	// A config stored before these scopes were refused may still name them.
+	if err := refuseSecretScopes(conn.config.Scopes); err != nil {
+		return logical.ErrorResponse("this config cannot hand out tokens: " + err.Error() + "; write config scopes again without it"), nil
+	}
 	if name, ok := d.GetOk(keyRole); ok {
 		cr.roleName = name.(string)
 		r, err := b.role(ctx, req.Storage, cr.roleName)
@@ -135,7 +138,7 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 		// A dedicated token is state at IMS that only the active node's
 		// revocations clean up, so performance standbys and secondaries
 		// hand the read to the active node.
-		if b.System().ReplicationState().HasState(consts.ReplicationPerformanceStandby | consts.ReplicationPerformanceSecondary) {
+		if b.isPerformanceStandby() {
 			return nil, logical.ErrReadOnly
 		}
 		tok, err = b.mint(ctx, conn.client, cr.scopes)
@@ -219,8 +222,11 @@ func leaseBounds(r *role, untilSafeEnd, issueToSafeEnd time.Duration) (ttl, maxT
 }
 
 func credsErrorResponse(err error) (*logical.Response, error) {
-	if errors.Is(err, errNotConfigured) {
+	switch {
+	case errors.Is(err, errNotConfigured):
 		return logical.ErrorResponse(err.Error()), nil
+	case errors.Is(err, logical.ErrReadOnly):
+		return nil, logical.ErrReadOnly // Vault forwards the read to the active node
 	}
 	return nil, logical.CodedError(502, fmt.Sprintf("getting a token from Adobe IMS: %v", err))
 }

@@ -135,9 +135,10 @@ func TestRenewThroughPluginGRPCTypes(t *testing.T) {
 	e := newTestEnv(t)
 	e.configure(map[string]any{"verify": false})
 	lease := e.creds("creds").Secret
-	var roundTripped map[string]any
-	j, _ := jsonRoundTrip(lease.InternalData)
-	roundTripped = j
+	roundTripped, err := jsonRoundTrip(lease.InternalData)
+	if err != nil {
+		t.Fatalf("lease internal data does not survive JSON: %v", err)
+	}
 	lease.InternalData = roundTripped
 	e.mustOK(e.renew(lease))
 }

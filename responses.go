@@ -69,6 +69,7 @@ func configReadFields() map[string]*framework.FieldSchema {
 		keyOrgID:           stringField(descOrgID),
 		keyCredentialID:    stringField(descCredentialID),
 		keyIOManagementURL: stringField(descIOMgmtURL),
+		keyPersistTokens:   {Type: framework.TypeBool, Description: descPersistTokens},
 	}
 	maps.Copy(f, rotationFields())
 	return f

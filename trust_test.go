@@ -93,6 +93,9 @@ func TestConfigWriteWithTheSecretMayMoveHosts(t *testing.T) {
 	}
 	minted := a.requests.Load()
 	e.b.cache.Purge()
+	if err := dropPersistedTokens(t.Context(), e.storage); err != nil {
+		t.Fatal(err)
+	}
 	e.creds("creds")
 	if a.requests.Load() == minted {
 		t.Fatal("creds did not mint at the new IMS URL")
@@ -133,7 +136,7 @@ func TestEveryConfigFieldIsCheckedForRedirects(t *testing.T) {
 	values := map[string]any{
 		keyClientID: "another-client", keyScopes: testScopes, keyOrgID: imsemu.DefaultOrgID,
 		keyCredentialID: imsemu.DefaultCredentialID, keyRotationPeriod: 0, keyVerify: true,
-		keyRotationWindow: 0, keyDisableAutomatedRotation: false,
+		keyRotationWindow: 0, keyDisableAutomatedRotation: false, keyPersistTokens: true,
 	}
 	for field, schema := range pathConfig(e.b).Fields {
 		if field == keyClientSecret {
@@ -158,5 +161,40 @@ func TestEveryConfigFieldIsCheckedForRedirects(t *testing.T) {
 	}
 	if got := e.stored(); !strings.HasPrefix(got.IMSURL, "http://127.0.0.1") || slices.Contains([]string{got.IMSURL, got.IOManagementURL}, a.url) {
 		t.Fatalf("a host moved: %+v", got)
+	}
+}
+
+// TestSecretScopesNeverReachACredsToken: a token with read_client_secret or
+// manage_client_secrets could create a client secret of the credential and
+// read its value. Config refuses them, so no role and no creds token can
+// carry them, even where the credential is granted them (as for rotation);
+// a config stored before the rule serves no token until they are removed.
+func TestSecretScopesNeverReachACredsToken(t *testing.T) {
+	for _, scope := range secretScopes {
+		t.Run(scope, func(t *testing.T) {
+			e := newRotateEnv(t, rotateOptions{})
+			e.configureForRotation(nil)
+			requests := e.emu.Stats().TokenRequests
+			resp, err := e.write("config", map[string]any{keyScopes: testScopes + "," + scope})
+			e.mustFail(resp, err, scope, "remove it")
+			if slices.Contains(e.stored().Scopes, scope) {
+				t.Fatal("the refused scope was stored")
+			}
+			if e.emu.Stats().TokenRequests != requests {
+				t.Error("the refused write minted a token")
+			}
+
+			e.changeStoredConfig(func(c *config) { c.Scopes = append(c.Scopes, scope) })
+			e.b.invalidate(t.Context(), configStorageKey)
+			resp, err = e.read("creds")
+			e.mustFail(resp, err, scope, "write config scopes again")
+			for _, tok := range e.emu.Tokens() {
+				// Rotation's own management tokens carry the scope, but
+				// never the config's firefly_api.
+				if slices.Contains(tok.Scopes, scope) && slices.Contains(tok.Scopes, "firefly_api") {
+					t.Errorf("a token with %s and the config's scopes was issued", scope)
+				}
+			}
+		})
 	}
 }

@@ -147,3 +147,21 @@ func formatTime(t time.Time) string {
 	}
 	return t.UTC().Format(time.RFC3339)
 }
+
+// secretScopes are the scopes that let a token read or create the
+// credential's client secrets through the I/O Management API. Vault asks
+// for them only to rotate, in a token it never hands out: a creds token
+// carrying them would let its reader make a client secret and see it.
+var secretScopes = []string{"read_client_secret", "manage_client_secrets"}
+
+// refuseSecretScopes keeps the secret scopes out of config, and so out of
+// every role and every creds token.
+func refuseSecretScopes(scopes []string) error {
+	for _, s := range scopes {
+		if slices.Contains(secretScopes, s) {
+			return fmt.Errorf("scopes include %q, which lets a token create client secrets of this credential and read them: "+
+				"remove it; Vault asks for the management scopes itself, only when it rotates the secret, and never puts them in a token it hands out", s)
+		}
+	}
+	return nil
+}

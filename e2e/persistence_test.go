@@ -230,7 +230,8 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 }
 
 // TestPluginProcessKilled: when the plugin process dies (kill -9), Vault
-// starts it again and reads keep working, with the stored config and roles.
+// starts it again and reads keep working, with the stored config, roles and
+// shared token.
 func TestPluginProcessKilled(t *testing.T) {
 	emu := startEmulator(t, 0)
 	v := startVault(t, vaultOptions{})
@@ -274,9 +275,10 @@ func TestPluginProcessKilled(t *testing.T) {
 	if len(pids) != 1 || pids[0] == old {
 		t.Errorf("want one new %s process after the kill (old pid %d), found %v", cmdName, old, pids)
 	}
-	// The new process starts with an empty cache, so the read minted a token.
-	if tok2 == tok1 || emu.Stats().TokensIssued <= issuedBefore {
-		t.Errorf("the read after the restart did not mint a new token (same token: %v, issued %d -> %d)",
+	// The new process starts with an empty cache, and serves the shared
+	// token the killed one persisted: no IMS request.
+	if tok2 != tok1 || emu.Stats().TokensIssued != issuedBefore {
+		t.Errorf("the read after the restart did not reuse the persisted token (same token: %v, issued %d -> %d)",
 			tok2 == tok1, issuedBefore, emu.Stats().TokensIssued)
 	}
 	lcCheckConfigIntact(t, v, emu)

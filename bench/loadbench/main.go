@@ -204,7 +204,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		defer os.RemoveAll(dir)
 	}
 	pluginDir := filepath.Join(dir, "plugins")
-	if err := os.Mkdir(pluginDir, 0o755); err != nil {
+	if err := os.Mkdir(pluginDir, 0o750); err != nil {
 		return err
 	}
 
@@ -231,7 +231,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	defer v.stop()
-	if err := setUp(v, ours, baseline, ims.URL); err != nil {
+	if err := setUp(ctx, v, ours, baseline, ims.URL); err != nil {
 		return err
 	}
 	e := &env{o: o, vault: v, emu: emu, load: newLoader(v.addr, rootToken)}
@@ -252,16 +252,15 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	report(out, reportData{
+	return report(out, reportData{
 		o: o, results: results, revocations: revocations, growth: g, vaultVersion: vaultVersion(o.vaultBin),
 		took: time.Since(began), loadStart: loadStart, loadEnd: loadavg(),
 	})
-	return nil
 }
 
 // setUp registers and mounts both plugins and kv v1, configures ours
 // without verifying, and warms the shared tokens.
-func setUp(v *vaultServer, ours, baseline *plugin, imsURL string) error {
+func setUp(ctx context.Context, v *vaultServer, ours, baseline *plugin, imsURL string) error {
 	steps := []func() error{
 		func() error { return v.register(ours) },
 		func() error { return v.register(baseline) },
@@ -283,8 +282,8 @@ func setUp(v *vaultServer, ours, baseline *plugin, imsURL string) error {
 		func() error { return v.read("adobe/creds") },
 		func() error { return v.read("floor/creds") },
 		func() error { return v.read("kv/bench") },
-		func() error { return v.revokePrefix(context.Background(), "adobe/") },
-		func() error { return v.revokePrefix(context.Background(), "floor/") },
+		func() error { return v.revokePrefix(ctx, "adobe/") },
+		func() error { return v.revokePrefix(ctx, "floor/") },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {

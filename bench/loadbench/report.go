@@ -25,9 +25,16 @@ type reportData struct {
 	loadStart, loadEnd string
 }
 
-func report(w io.Writer, d reportData) {
+// report writes the report to w and returns the first write error, so that
+// a truncated report (a full disk, a closed pipe) does not pass for a whole one.
+func report(w io.Writer, d reportData) error {
 	cpus, model, mem := machine()
-	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	var werr error
+	p := func(format string, args ...any) {
+		if werr == nil {
+			_, werr = fmt.Fprintf(w, format+"\n", args...)
+		}
+	}
 
 	p("## Machine\n")
 	p("- %d CPUs, %s, %s memory; load average (1, 5, 15 min) %s at the start, %s at the end", cpus, model, mem, d.loadStart, d.loadEnd)
@@ -119,6 +126,7 @@ func report(w io.Writer, d reportData) {
 		p("")
 	}
 	p("Total run time: %s.", d.took.Round(time.Second))
+	return werr
 }
 
 func ratio(a, b time.Duration) float64 { return float64(a) / float64(b) }

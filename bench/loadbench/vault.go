@@ -37,7 +37,7 @@ func buildPlugin(moduleDir, dir, name, pkg, ldflagsVar, version string) (*plugin
 	cmd.Dir = moduleDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+		return nil, fmt.Errorf("building %s: %w\n%s", pkg, err, b)
 	}
 	f, err := os.Open(out)
 	if err != nil {
@@ -119,7 +119,10 @@ func startVault(bin, dir, pluginDir, logLevel string) (*vaultServer, error) {
 		}
 		if time.Now().After(deadline) {
 			v.stop()
-			return nil, fmt.Errorf("vault did not answer on %s within 60s: %v", addr, err)
+			if err != nil {
+				return nil, fmt.Errorf("vault did not answer on %s within 60s: %w", addr, err)
+			}
+			return nil, fmt.Errorf("vault on %s was not unsealed and active within 60s (sealed %t, standby %t)", addr, h.Sealed, h.Standby)
 		}
 	}
 }

@@ -16,6 +16,10 @@
 //     token never outlives that safe end. Past it, a reader must wait for a
 //     new token.
 //   - Concurrent readers that find no servable token share one IMS request.
+//   - With a Store, a token another process or node saved is used before
+//     minting: by a reader that finds no servable token in memory, if it is
+//     servable, and by a replacement, if it is newer and not itself due.
+//     Every token minted is saved there.
 //   - At most one background refresh runs per scope set: readers past the
 //     refresh point while it is under way neither start another nor wait for
 //     it, and a failed refresh is reported once, then retried after a back-off.
@@ -86,9 +90,25 @@ type Options struct {
 	RetryBackoff, MaxRetryBackoff time.Duration
 	// OnBackgroundError is told about failed background refreshes.
 	OnBackgroundError func(key string, err error)
+	// Store, if set, is asked for a token before each mint and given each
+	// token minted.
+	Store Store
+	// OnStoreError is told when the Store fails; the cache goes on.
+	OnStoreError func(key string, err error)
 	// AfterFunc runs f after d, like time.AfterFunc, which nil means. Tests
 	// replace it to fire refreshes without waiting.
 	AfterFunc func(d time.Duration, f func()) Stopper
+}
+
+// Store keeps tokens beyond this process, so that a restarted node, a
+// reloaded plugin or another node reuses a token instead of minting one. The
+// cache asks it before every mint and hands it every token it mints. It is
+// best effort: its errors are reported and the cache goes on without it.
+type Store interface {
+	// Load returns the token stored for a scope set key, or nil.
+	Load(ctx context.Context, key string) (*Token, error)
+	// Save stores a token minted for a scope set key.
+	Save(ctx context.Context, key string, tok *Token) error
 }
 
 // Stopper stops a scheduled call; *time.Timer is one.
@@ -213,7 +233,7 @@ func (c *Cache) Get(ctx context.Context, scopes []string) (Result, error) {
 		return Result{Token: tok, Hit: true}, nil
 	}
 
-	ch := c.flight.DoChan(c.flightKey(key), func() (any, error) {
+	ch := c.flight.DoChan(c.flightKey(key), func() (any, error) { //nolint:contextcheck // a shared mint runs on the cache's context; one caller's cancellation must not fail the flight
 		// A mint that finished after this reader looked has already stored
 		// a servable token.
 		if tok := e.token.Load(); tok != nil && c.opts.Now().Before(tok.SafeEnd()) {
@@ -248,11 +268,29 @@ func (c *Cache) Generation() uint64 { return c.generation.Load() }
 func (c *Cache) Put(tok *Token, gen uint64) bool {
 	key := Key(tok.Scopes)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed.Load() || c.generation.Load() != gen {
-		return false
+	kept := !c.closed.Load() && c.generation.Load() == gen && c.storeLocked(c.entryLocked(key), tok, gen)
+	c.mu.Unlock()
+	if kept {
+		c.save(key, tok)
 	}
-	return c.storeLocked(c.entryLocked(key), tok, gen)
+	return kept
+}
+
+// save hands a token the cache kept to the Store, if there is one.
+//
+// It runs on the cache's context, not a caller's: the token is kept for
+// every reader, and the caller that handed it over going away must not lose it.
+//
+//nolint:contextcheck // by design, as above; this also spares Put's callers
+func (c *Cache) save(key string, tok *Token) {
+	if c.opts.Store == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.bgCtx, c.opts.MintTimeout)
+	defer cancel()
+	if err := c.opts.Store.Save(ctx, key, tok); err != nil && c.opts.OnStoreError != nil {
+		c.opts.OnStoreError(key, err)
+	}
 }
 
 // Drop forgets the token of one scope set.
@@ -293,7 +331,7 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 		if tok == nil || now.Before(tok.RefreshAt()) || !e.readSince(tok.MintedAt) || !e.mayAttempt(now) {
 			continue
 		}
-		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
+		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) { //nolint:contextcheck // a shared mint runs on the cache's context; one caller's cancellation must not fail the flight
 			return c.mintAndStore(key, e)
 		})
 		if err != nil {
@@ -394,6 +432,13 @@ func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
 	gen := c.generation.Load()
 	ctx, cancel := context.WithTimeout(c.bgCtx, c.opts.MintTimeout)
 	defer cancel()
+	if tok := c.loadStored(ctx, key, e); tok != nil {
+		e.recordSuccess()
+		c.mu.Lock()
+		c.storeLocked(e, tok, gen)
+		c.mu.Unlock()
+		return tok, nil
+	}
 	tok, err := c.mint(ctx, strings.Split(key, ","))
 	if err != nil {
 		e.recordFailure(c.opts.Now(), err, c.opts.RetryBackoff, c.opts.MaxRetryBackoff)
@@ -401,9 +446,39 @@ func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
 	}
 	e.recordSuccess()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.storeLocked(e, tok, gen)
+	kept := c.storeLocked(e, tok, gen)
+	c.mu.Unlock()
+	if kept {
+		c.save(key, tok)
+	}
 	return tok, nil
+}
+
+// loadStored returns the Store's token for key when it serves where a mint
+// was about to: servable, newer than the token e has, and, while e's token
+// is still servable (a replacement ahead of time), not itself due for
+// replacement. Otherwise nil.
+func (c *Cache) loadStored(ctx context.Context, key string, e *entry) *Token {
+	if c.opts.Store == nil {
+		return nil
+	}
+	tok, err := c.opts.Store.Load(ctx, key)
+	if err != nil {
+		if c.opts.OnStoreError != nil {
+			c.opts.OnStoreError(key, err)
+		}
+		return nil
+	}
+	now := c.opts.Now()
+	if tok == nil || !now.Before(tok.SafeEnd()) {
+		return nil
+	}
+	if cur := e.token.Load(); cur != nil {
+		if !tok.ExpiresAt.After(cur.ExpiresAt) || (now.Before(cur.SafeEnd()) && !now.Before(tok.RefreshAt())) {
+			return nil
+		}
+	}
+	return tok
 }
 
 // storeLocked makes tok the token of e and schedules its replacement, unless

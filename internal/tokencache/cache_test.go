@@ -202,7 +202,7 @@ func TestFailedMintCachesNothing(t *testing.T) {
 func TestPurgeDropsTokensAndInFlightMints(t *testing.T) {
 	c, ims, _ := newTestCache(t, time.Hour)
 	ctx := context.Background()
-	c.Get(ctx, []string{"a"})
+	mustGet(t, c, "a")
 	c.Purge()
 	if len(c.States()) != 0 {
 		t.Fatalf("states after purge: %+v", c.States())
@@ -211,7 +211,14 @@ func TestPurgeDropsTokensAndInFlightMints(t *testing.T) {
 	// A mint that started before a purge does not land in the cache.
 	ims.release = make(chan struct{})
 	done := make(chan struct{})
-	go func() { defer close(done); c.Get(ctx, []string{"a"}) }()
+	go func() {
+		defer close(done)
+		// A mint already running when Purge happens still returns its token;
+		// it only does not store it.
+		if _, err := c.Get(ctx, []string{"a"}); err != nil {
+			t.Errorf("get with a purge during its mint: %v", err)
+		}
+	}()
 	waitFor(t, func() bool { return ims.calls.Load() == 2 })
 	c.Purge()
 	close(ims.release)
@@ -225,8 +232,8 @@ func TestPurgeDropsTokensAndInFlightMints(t *testing.T) {
 func TestDropForgetsOneScopeSet(t *testing.T) {
 	c, ims, _ := newTestCache(t, time.Hour)
 	ctx := context.Background()
-	c.Get(ctx, []string{"a"})
-	c.Get(ctx, []string{"b"})
+	mustGet(t, c, "a")
+	mustGet(t, c, "b")
 	c.Drop([]string{"a"})
 	if r, _ := c.Get(ctx, []string{"b"}); !r.Hit {
 		t.Fatal("dropping a must keep b")
@@ -242,7 +249,7 @@ func TestDropForgetsOneScopeSet(t *testing.T) {
 func TestRefreshReplacesUsedTokensAndBacksOff(t *testing.T) {
 	c, ims, clock := newTestCache(t, 24*time.Hour)
 	ctx := context.Background()
-	c.Get(ctx, []string{"used"})
+	mustGet(t, c, "used")
 	if !c.Put(&Token{AccessToken: "unused", Scopes: []string{"unused"}, MintedAt: clock.Now(), ExpiresAt: clock.Now().Add(24 * time.Hour)}, c.Generation()) {
 		t.Fatal("Put with the current generation stored nothing")
 	}
@@ -260,7 +267,10 @@ func TestRefreshReplacesUsedTokensAndBacksOff(t *testing.T) {
 	}
 	// Backing off: no new attempt before NextAttempt.
 	calls := ims.calls.Load()
-	c.Refresh(ctx)
+	// Every entry is skipped: "used" is backing off, "unused" was not read.
+	if n, err := c.Refresh(ctx); n != 0 || err != nil {
+		t.Fatalf("refresh during back-off = %d, %v; want 0, nil", n, err)
+	}
 	if ims.calls.Load() != calls {
 		t.Fatal("refresh retried during its back-off")
 	}
@@ -307,6 +317,17 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// mustGet reads scopes from c and fails the test if that fails: a setup read
+// that failed unnoticed would make a later check fail for the wrong reason.
+func mustGet(t *testing.T, c *Cache, scopes ...string) Result {
+	t.Helper()
+	r, err := c.Get(context.Background(), scopes)
+	if err != nil {
+		t.Fatalf("Get(%q): %v", scopes, err)
+	}
+	return r
 }
 
 // fakeTimers records scheduled calls so a test fires them at will, and
@@ -443,7 +464,7 @@ func TestScheduledReplacementRetriesAfterFailure(t *testing.T) {
 	timers := &fakeTimers{}
 	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc, RetryBackoff: time.Second})
 	t.Cleanup(c.Close)
-	c.Get(context.Background(), []string{"a"})
+	mustGet(t, c, "a")
 
 	ims.failWith(errors.New("ims down"))
 	clock.Advance(20 * time.Second)
@@ -464,13 +485,13 @@ func TestPurgeAndCloseStopScheduledReplacements(t *testing.T) {
 	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
 	timers := &fakeTimers{}
 	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
-	c.Get(context.Background(), []string{"a"})
+	mustGet(t, c, "a")
 	first := timers.last(t)
 	c.Purge()
 	if !first.isStopped() {
 		t.Fatal("Purge left a replacement scheduled")
 	}
-	c.Get(context.Background(), []string{"b"})
+	mustGet(t, c, "b")
 	second := timers.last(t)
 	c.Close()
 	if !second.isStopped() {
@@ -713,5 +734,116 @@ func TestCloseLeavesNothingArmedAndReportsNothing(t *testing.T) {
 	}
 	if n := timers.armed(); n != 0 {
 		t.Errorf("%d timers armed by Put after Close, want none", n)
+	}
+}
+
+// A reader that arrives after a Purge while a mint started before it is
+// still at IMS must not join that mint: its token comes from a credential
+// the Purge retired. The reader waits for a mint of its own.
+func TestReaderAfterPurgeDoesNotJoinAnEarlierMint(t *testing.T) {
+	c, ims, _ := newTestCache(t, time.Hour)
+	ims.release = make(chan struct{})
+	ctx := context.Background()
+
+	before := make(chan Result, 1)
+	go func() { r, _ := c.Get(ctx, []string{"a"}); before <- r }()
+	waitFor(t, func() bool { return ims.calls.Load() == 1 })
+	c.Purge()
+	after := make(chan Result, 1)
+	go func() { r, _ := c.Get(ctx, []string{"a"}); after <- r }()
+	// The later reader starts a mint of its own. (If it joined the earlier
+	// mint there is no second call: give up waiting and let the answers
+	// below tell.)
+	for deadline := time.Now().Add(2 * time.Second); ims.calls.Load() < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	close(ims.release)
+
+	var old, fresh Result
+	select {
+	case old = <-before:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader from before the purge did not return within 10s")
+	}
+	select {
+	case fresh = <-after:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reader from after the purge did not return within 10s")
+	}
+	if fresh.Token == nil || old.Token == nil || fresh.Token.AccessToken == old.Token.AccessToken {
+		t.Fatalf("the reader that came after the purge got %+v, the one before %+v: want a token minted after the purge", fresh.Token, old.Token)
+	}
+	if r, err := c.Get(ctx, []string{"a"}); err != nil || !r.Hit || r.Token.AccessToken != fresh.Token.AccessToken {
+		t.Fatalf("get after both = %+v, %v; want a hit on the token minted after the purge", r, err)
+	}
+}
+
+// Cache hits count as use: a token that was itself a background replacement
+// is replaced in its turn while readers keep hitting it. Two replacements
+// in a row, with nothing but hits after the first read.
+func TestReplacementsContinueUnderHitOnlyTraffic(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 30 * time.Second}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	if r, err := c.Get(ctx, []string{"a"}); err != nil || r.Hit {
+		t.Fatalf("cold get = %+v, %v", r, err)
+	}
+
+	want := int64(1)
+	for round := 1; round <= 2; round++ {
+		clock.Advance(5 * time.Second)
+		if r, err := c.Get(ctx, []string{"a"}); err != nil || !r.Hit {
+			t.Fatalf("round %d: get = %+v, %v; want a hit", round, r, err)
+		}
+		clock.Advance(15 * time.Second) // the current token's refresh point
+		timer := timers.last(t)
+		timer.fire()
+		want++
+		for deadline := time.Now().Add(5 * time.Second); ims.calls.Load() < want && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		if n := ims.calls.Load(); n != want {
+			t.Fatalf("replacement %d: %d IMS calls, want %d: a token read only through cache hits was not replaced at its refresh point", round, n, want)
+		}
+		waitFor(t, func() bool { return timers.last(t) != timer }) // the new token's replacement is armed
+	}
+}
+
+// A reader that found no servable token and starts a mint re-checks once it
+// holds the single flight: a mint that finished in between has stored a
+// token, and asking IMS again would waste a call (Adobe throttles
+// integrations that mint too often). Many readers arriving together at an
+// expired token, round after round, make one IMS call per round. Whether a
+// reader looks before a mint stores its token and reaches the flight after
+// it ended is up to the scheduler: without the re-check, one did within the
+// first 250 rounds in each of 50 runs.
+func TestExpiredTokenReplacedOnceByConcurrentReaders(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: time.Hour}
+	timers := &fakeTimers{}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: timers.AfterFunc})
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	const rounds, readers = 2000, 16
+	for round := 1; round <= rounds; round++ {
+		clock.Advance(time.Hour) // the token is past its expiry
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for range readers {
+			wg.Go(func() {
+				<-start
+				if _, err := c.Get(ctx, []string{"a"}); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if n := ims.calls.Load(); n != int64(round) {
+			t.Fatalf("round %d: %d readers of an expired token made %d IMS calls in all, want %d (one per round)", round, readers, n, round)
+		}
 	}
 }
