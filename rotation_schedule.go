@@ -59,10 +59,16 @@ type rotationStatus struct {
 // rotateIfDue rotates the secret when the schedule says so and Vault's
 // rotation manager does not drive rotation (Vault Community Edition).
 // PeriodicFunc calls it about once a minute on the node that may write.
+//
+// It does not queue behind a config write or a rotation in progress: Vault
+// runs the periodic function (and, after it, the rollback of interrupted
+// rotations) in one call, which must not stall; the schedule is checked
+// again a minute later.
 func (b *backend) rotateIfDue(ctx context.Context, s logical.Storage) error {
-	unlock, err := b.writer.lock(ctx, opRotateSchedule)
-	if err != nil {
-		return err
+	unlock, ok := b.writer.tryLock(opRotateSchedule)
+	if !ok {
+		b.logger("rotate").Debug("another operation on the credential is running; the rotation schedule is checked again on the next periodic call")
+		return nil
 	}
 	defer unlock()
 	cfg, err := getConfig(ctx, s)

@@ -40,6 +40,17 @@ func newWriterLock(onWait func(op string)) *writerLock {
 	return &writerLock{slot: make(chan struct{}, 1), onWait: onWait}
 }
 
+// tryLock takes the lock if it is free, for work that may as well wait for
+// its next turn rather than queue.
+func (w *writerLock) tryLock(op string) (unlock func(), ok bool) {
+	select {
+	case w.slot <- struct{}{}:
+		return w.hold(op), true
+	default:
+		return nil, false
+	}
+}
+
 // lock waits for the lock until ctx ends, and returns the function that
 // releases it.
 func (w *writerLock) lock(ctx context.Context, op string) (unlock func(), err error) {
@@ -58,6 +69,12 @@ func (w *writerLock) lock(ctx context.Context, op string) (unlock func(), err er
 			return nil, &busyError{op: op, holder: holder, err: ctx.Err()}
 		}
 	}
+	return w.hold(op), nil
+}
+
+// hold records op as the holder of the lock just taken, and returns the
+// function that releases it.
+func (w *writerLock) hold(op string) func() {
 	w.mu.Lock()
 	w.holder = op
 	w.mu.Unlock()
@@ -69,7 +86,7 @@ func (w *writerLock) lock(ctx context.Context, op string) (unlock func(), err er
 			w.mu.Unlock()
 			<-w.slot
 		})
-	}, nil
+	}
 }
 
 // busyError is a request that ran out of time waiting for another operation

@@ -368,3 +368,98 @@ func TestOverlappingConfigWritesServeTheLastConfig(t *testing.T) {
 		t.Error("creds served a token that the stored config's IMS did not issue")
 	}
 }
+
+// TestEveryCredentialWriterWaitsForTheLock: while a rotation holds the
+// lock, role writes and the rollback of interrupted rotations wait for it,
+// as config writes and deletes do, and the scheduled rotation of the
+// periodic call skips its turn rather than stall Vault's periodic call.
+func TestEveryCredentialWriterWaitsForTheLock(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(map[string]any{keyRotationPeriod: "1h"})
+	e.clock.Advance(2 * time.Hour) // the schedule is due
+
+	// The rotation stops once its write-ahead log entry is written, so the
+	// rollback has an entry to wait for.
+	logged := newGate()
+	e.mu.Lock()
+	e.afterPut = logged.at(func(k string) bool { return strings.HasPrefix(k, "wal/") })
+	e.mu.Unlock()
+	rotation := e.async(logical.UpdateOperation, "config/rotate-root", nil)
+	logged.waitReached(t)
+
+	requests := e.emu.Stats().ManagementRequests
+	if err := e.b.rotateIfDue(context.Background(), e.storage); err != nil {
+		t.Fatalf("scheduled rotation while the lock is held: %v", err)
+	}
+	if n := e.emu.Stats().ManagementRequests - requests; n != 0 {
+		t.Fatalf("scheduled rotation ran beside another rotation: %d management calls", n)
+	}
+
+	role := e.async(logical.UpdateOperation, "roles/r", map[string]any{keyScopes: "openid"})
+	rollback := e.async(logical.RollbackOperation, "", map[string]any{"immediate": true})
+	waiting := map[string]bool{}
+	for !waiting[opRoleWrite] || !waiting[opRollback] {
+		select {
+		case op := <-e.waits:
+			waiting[op] = true
+		case <-role.done:
+			t.Fatal("the role write did not wait for the rotation")
+		case <-rollback.done:
+			t.Fatal("the rollback did not wait for the rotation")
+		case <-time.After(20 * time.Second):
+			t.Fatalf("only %v waited", waiting)
+		}
+	}
+	logged.release()
+	e.mustOK(rotation.wait(t))
+	e.mustOK(role.wait(t))
+	if resp, err := rollback.wait(t); err != nil || (resp != nil && resp.IsError()) {
+		t.Fatalf("rollback after the rotation: %v %v", resp, err)
+	}
+	e.assertSound("after every writer ran in turn")
+	e.assertServes("after every writer ran in turn")
+	if n := e.walEntries(); n != 0 {
+		t.Errorf("%d write-ahead log entries left", n)
+	}
+}
+
+// TestRotationKeepsNoSecretOutsideTheConfig: whatever step a rotation stops
+// at, no client secret sits in storage but in the seal-wrapped config; the
+// write-ahead log names secrets by uuid.
+func TestRotationKeepsNoSecretOutsideTheConfig(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(nil)
+	// The node dies while it proves the new secret: the entry stays.
+	var created atomic.Bool
+	e.mu.Lock()
+	e.afterNet = func(op string) error { created.Store(created.Load() || op == opCreate); return nil }
+	e.beforeNet = func(op string) error {
+		if created.Load() && op == opMint {
+			return e.crash()
+		}
+		return nil
+	}
+	e.mu.Unlock()
+	_, _ = e.rotate()
+	e.restart()
+	if e.walEntries() != 1 {
+		t.Fatal("the crash left no write-ahead log entry to check")
+	}
+	keys, err := logical.CollectKeys(context.Background(), e.mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if k == configStorageKey {
+			continue
+		}
+		entry, err := e.mem.Get(context.Background(), k)
+		if err != nil || entry == nil {
+			t.Fatalf("reading %s: %v", k, err)
+		}
+		e.assertNoRotatedSecretsIn("storage entry "+k, string(entry.Value))
+	}
+	if len(e.allSecrets()) < 2 {
+		t.Fatal("no new secret was created, so the check saw none")
+	}
+}

@@ -103,6 +103,12 @@ func TestPolicyReadOnOneRoleGrantsThatRoleOnly(t *testing.T) {
 			func() error { _, err := app.Logical().List("adobe/roles"); return err }},
 		{"delete adobe/roles/other", []string{"delete", "adobe/roles/other"},
 			func() error { _, err := app.Logical().Delete("adobe/roles/other"); return err }},
+		{"read adobe/info", []string{"read", "adobe/info"},
+			func() error { _, err := app.Logical().Read("adobe/info"); return err }},
+		{"read adobe/metrics", []string{"read", "adobe/metrics"},
+			func() error { _, err := app.Logical().Read("adobe/metrics"); return err }},
+		{"write adobe/config/rotate-root", []string{"write", "-f", "adobe/config/rotate-root"},
+			func() error { _, err := app.Logical().Write("adobe/config/rotate-root", nil); return err }},
 	}
 	for _, d := range denied {
 		t.Run(d.name+" is denied", func(t *testing.T) {
