@@ -171,7 +171,7 @@ type haPeer struct {
 func (n *haNode) haPeers() ([]haPeer, error) {
 	out, err := n.cli("operator", "raft", "list-peers", "-format=json")
 	if err != nil {
-		return nil, fmt.Errorf("vault operator raft list-peers: %v: %s", err, out)
+		return nil, fmt.Errorf("vault operator raft list-peers: %w: %s", err, out)
 	}
 	var resp struct {
 		Data struct {
@@ -181,7 +181,7 @@ func (n *haNode) haPeers() ([]haPeer, error) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal([]byte(out), &resp); err != nil {
-		return nil, fmt.Errorf("decoding list-peers: %v: %s", err, out)
+		return nil, fmt.Errorf("decoding list-peers: %w: %s", err, out)
 	}
 	return resp.Data.Config.Servers, nil
 }
@@ -378,6 +378,7 @@ func TestHARaftClusterFailover(t *testing.T) {
 	}
 
 	// Kill the active node, as a crash would.
+	sharedMintsBefore := haSharedMints(emu, roles["shared"][0])
 	killedAt := time.Now()
 	n1.mu.Lock()
 	if err := n1.cmd.Process.Kill(); err != nil {
@@ -417,6 +418,14 @@ func TestHARaftClusterFailover(t *testing.T) {
 	})
 	t.Logf("ha: creds served again %s after the kill (shared token re-minted by the new active node: %v)",
 		time.Since(killedAt).Round(time.Millisecond), sharedAfter != sharedBefore)
+	// The new leader serves the shared token the old one persisted: one IMS
+	// token request per scope set per token lifetime, for the whole cluster.
+	if sharedAfter != sharedBefore {
+		t.Errorf("the new leader minted a shared token though the persisted one is valid")
+	}
+	if n := haSharedMints(emu, roles["shared"][0]) - sharedMintsBefore; n != 0 {
+		t.Errorf("the leader change made %d IMS token requests for the shared scope set, want 0", n)
+	}
 
 	for _, n := range []*haNode{newLeader, standby, newLeader, standby} {
 		tok, _, err := haCreds(n, emu, "adobe/creds/shared")
@@ -454,4 +463,19 @@ func TestHARaftClusterFailover(t *testing.T) {
 	if s := emu.Stats(); s.Invalidated != len(oldLeases) {
 		t.Errorf("IMS invalidated %d tokens, want %d (one per revoked dedicated lease)", s.Invalidated, len(oldLeases))
 	}
+}
+
+// haSharedMints counts the tokens the emulator issued for a scope set.
+func haSharedMints(emu *emulator, scopes string) int {
+	want := strings.Split(scopes, ",")
+	slices.Sort(want)
+	n := 0
+	for _, tok := range emu.Tokens() {
+		got := slices.Clone(tok.Scopes)
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			n++
+		}
+	}
+	return n
 }

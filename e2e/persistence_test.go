@@ -171,8 +171,9 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		"firefly":           lcRead(t, v, "adobe/roles/firefly"),
 		"firefly-dedicated": lcRead(t, v, "adobe/roles/firefly-dedicated"),
 	}
-	sharedLease, _ := lcCreds(t, v, emu, "adobe/creds/firefly")
+	sharedLease, sharedTok := lcCreds(t, v, emu, "adobe/creds/firefly")
 	dedLease, dedTok := lcCreds(t, v, emu, "adobe/creds/firefly-dedicated")
+	sharedMints := haSharedMints(emu, "openid,AdobeID,firefly_api,ff_apis")
 
 	dir := v.dir
 	v.stop()
@@ -198,8 +199,12 @@ func TestPersistenceAcrossRestart(t *testing.T) {
 		}
 	}
 
-	// Tokens keep coming, in both modes.
-	s, _ := lcCreds(t, v2, emu, "adobe/creds/firefly")
+	// Tokens keep coming, in both modes; the shared one is the token
+	// persisted before the restart, with no IMS request.
+	s, tok := lcCreds(t, v2, emu, "adobe/creds/firefly")
+	if tok != sharedTok || haSharedMints(emu, "openid,AdobeID,firefly_api,ff_apis") != sharedMints {
+		t.Errorf("the restarted Vault minted a shared token though the persisted one is valid")
+	}
 	if s.LeaseDuration > 30*60 {
 		t.Errorf("shared lease after restart lasts %ds, more than the role's ttl of 30m", s.LeaseDuration)
 	}

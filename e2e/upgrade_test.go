@@ -24,7 +24,7 @@ func TestUpgradeInPlace(t *testing.T) {
 		"firefly":           lcRead(t, v, "adobe/roles/firefly"),
 		"firefly-dedicated": lcRead(t, v, "adobe/roles/firefly-dedicated"),
 	}
-	sharedLease, _ := lcCreds(t, v, emu, "adobe/creds/firefly")
+	sharedLease, sharedTok := lcCreds(t, v, emu, "adobe/creds/firefly")
 	dedLease, dedTok := lcCreds(t, v, emu, "adobe/creds/firefly-dedicated")
 	upgradeCheckMount(t, v, from, from, suite.sha256[from])
 	if got := lcRead(t, v, "adobe/info")["version"]; got != from {
@@ -68,6 +68,11 @@ func TestUpgradeInPlace(t *testing.T) {
 
 	if got := lcRead(t, v, "adobe/info")["version"]; got != to {
 		t.Errorf("adobe/info version = %v after the upgrade, want %s", got, to)
+	}
+	// The new version serves the shared token the old one persisted.
+	minted := emu.Stats().TokenRequests
+	if _, tok := lcCreds(t, v, emu, "adobe/creds/firefly"); tok != sharedTok || emu.Stats().TokenRequests != minted {
+		t.Errorf("after the upgrade the shared read minted anew (same token: %v)", tok == sharedTok)
 	}
 	lcCheckConfigIntact(t, v, emu)
 	if got := lcListRoles(t, v); !reflect.DeepEqual(got, []string{"firefly", "firefly-dedicated"}) {
