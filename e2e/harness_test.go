@@ -10,15 +10,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,4 +407,108 @@ func tail(b []byte, n int) []byte {
 		return b[len(b)-n:]
 	}
 	return b
+}
+
+// startVaultProcess runs `vault <command>` (agent or proxy) with the config
+// hcl, written to dir, until the test ends. Only the config names the server
+// and the token: no VAULT_* variable is passed on. At the end it sends
+// SIGTERM, so that an agent in process-supervisor mode stops its child
+// first, and kills it after 20 seconds. Its log is printed when the test
+// fails. The returned channel receives the process's exit if it ends early.
+func startVaultProcess(t *testing.T, dir, command, hcl string) <-chan error {
+	t.Helper()
+	cfgPath := filepath.Join(dir, command+".hcl")
+	if err := os.WriteFile(cfgPath, []byte(hcl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, command+".log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(suite.vaultBin, command, "-log-level=trace", "-config="+cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "VAULT_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatalf("starting vault %s: %v", command, err)
+	}
+	done := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() { done <- cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("vault %s log %s (last 12KB):\n%s", command, logPath, tail(b, 12288))
+		}
+	})
+	return done
+}
+
+// appToken is a token, as an application gets one, whose only policy (with
+// default) grants read on adobe/creds/<role>.
+func (v *vaultServer) appToken(role string) string {
+	v.t.Helper()
+	policy := fmt.Sprintf(`path "adobe/creds/%s" { capabilities = ["read"] }`, role)
+	if out, err := v.cliAs(v.token, policy, "policy", "write", "adobe-"+role+"-app", "-"); err != nil {
+		v.t.Fatalf("vault policy write: %v\n%s", err, out)
+	}
+	s, err := v.client.Auth().Token().Create(&api.TokenCreateRequest{Policies: []string{"adobe-" + role + "-app"}, TTL: "1h"})
+	if err != nil {
+		v.t.Fatal(err)
+	}
+	return s.Auth.ClientToken
+}
+
+// apiAnswer is what the emulator's Adobe API stand-in answered.
+type apiAnswer struct {
+	status    int
+	errorCode string // the gateway's error_code on a refusal
+	body      string
+}
+
+// callAdobeAPI calls the emulator's Adobe API stand-in (Firefly image
+// generation) as an application calls an Adobe API: the access token as a
+// bearer token and the client ID as x-api-key.
+func callAdobeAPI(t *testing.T, emu *emulator, accessToken, apiKey string) apiAnswer {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, emu.URL+imsemu.APIPath, strings.NewReader(`{"prompt":"a lighthouse at dusk"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	req.Header.Set("x-api-key", apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatalf("calling the Adobe API stand-in: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := apiAnswer{status: resp.StatusCode, body: string(b)}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			ErrorCode string `json:"error_code"`
+		}
+		_ = json.Unmarshal(b, &e)
+		a.errorCode = e.ErrorCode
+	}
+	return a
 }
