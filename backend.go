@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
@@ -77,6 +78,10 @@ type backend struct {
 	// writes and deletes, role writes, rotations and their rollback.
 	writer *writerLock
 
+	// gate caps the token requests in flight to IMS and remembers when IMS
+	// throttles the credential; every IMS client of the mount shares it.
+	gate *imsgate.Gate
+
 	// mu guards conn, which is built from the stored config on first use and
 	// dropped whenever the config changes.
 	mu   sync.RWMutex
@@ -102,7 +107,10 @@ func newBackend(opts backendOptions) *backend {
 	if opts.now == nil {
 		opts.now = time.Now
 	}
-	b := &backend{opts: opts, metrics: &metrics{}, writer: newWriterLock(opts.onWriterWait)}
+	b := &backend{
+		opts: opts, metrics: &metrics{}, writer: newWriterLock(opts.onWriterWait),
+		gate: imsgate.New(imsgate.Options{Now: opts.now}),
+	}
 	b.cache = tokencache.New(b.mintShared, tokencache.Options{
 		Now:         opts.now,
 		Store:       tokenStore{b},
@@ -221,6 +229,13 @@ func (b *backend) useConfigLocked(old, cfg *config) uint64 {
 	if cfg == nil || old == nil || !sameCredential(old, cfg) {
 		b.cache.Purge()
 	}
+	// IMS throttles a client at a host; another one starts afresh.
+	if cfg == nil || old == nil || old.ClientID != cfg.ClientID || old.IMSURL != cfg.IMSURL {
+		b.gate.Reset()
+	}
+	if cfg != nil {
+		b.gate.SetLimit(cfg.maxConcurrentIMSRequests())
+	}
 	b.conn = nil
 	if cfg != nil {
 		b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
@@ -263,6 +278,7 @@ func (b *backend) connection(ctx context.Context, s logical.Storage) (*connectio
 		return nil, err
 	}
 	b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
+	b.gate.SetLimit(cfg.maxConcurrentIMSRequests())
 	return b.conn, nil
 }
 
@@ -275,6 +291,7 @@ func (b *backend) imsOptions() ims.Options {
 	o.HTTPClient = b.opts.httpClient
 	o.Logger = b.logger("ims")
 	o.OnAttempt = b.metrics.observeAttempt
+	o.Gate = b.gate
 	if o.MaxElapsed == 0 {
 		o.MaxElapsed = imsCallBound
 	}

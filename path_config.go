@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
@@ -30,6 +31,7 @@ const (
 	keyIOManagementURL = "io_management_url"
 	keyVerify          = "verify"
 	keyPersistTokens   = "persist_tokens"
+	keyMaxConcurrent   = "max_concurrent_ims_requests"
 )
 
 const (
@@ -41,6 +43,7 @@ const (
 	descCredentialID  = `Developer Console credential ID, shown in the credential's URL. Needed only for client-secret rotation.`
 	descIOMgmtURL     = `Base URL of the Adobe I/O Management API, used by rotation. Defaults to "` + ims.DefaultManagementURL + `". Same URL rules as ims_url, and changing it likewise requires giving client_secret in the same write.`
 	descPersistTokens = `Store shared tokens seal-wrapped, so that restarts, plugin reloads, upgrades and leader changes reuse them instead of asking IMS again (Adobe throttles integrations that mint too many tokens). Defaults to true. Set false to keep no bearer token at rest; every such event then mints anew.`
+	descMaxConcurrent = `Token requests to Adobe IMS in flight at once for this mount, across scope sets and modes (1 to 64, default 4), so that a cold start over many roles or a burst of dedicated reads cannot stampede IMS. Reads beyond it wait within their own time limit.`
 	descVerify        = `Mint one token with "scopes" before saving, and save nothing if IMS refuses. Defaults to true; not stored. Set false only to stage a config while IMS is unreachable.`
 )
 
@@ -62,6 +65,8 @@ type config struct {
 	IOManagementURL string   `json:"io_management_url"`
 	// PersistTokens is nil in configs of v0.1, which means true.
 	PersistTokens *bool `json:"persist_tokens,omitempty"`
+	// MaxConcurrentIMSRequests is 0 in configs of v0.1, which means the default.
+	MaxConcurrentIMSRequests int `json:"max_concurrent_ims_requests,omitempty"`
 
 	// Rotation. The uuid names the stored secret at Adobe, so that rotation
 	// deletes only the secret Vault holds; it is empty until Vault rotates.
@@ -99,6 +104,7 @@ func configFields() map[string]*framework.FieldSchema {
 		},
 		keyVerify:        {Type: framework.TypeBool, Description: descVerify, Default: true},
 		keyPersistTokens: {Type: framework.TypeBool, Description: descPersistTokens, Default: true},
+		keyMaxConcurrent: {Type: framework.TypeInt, Description: descMaxConcurrent, Default: imsgate.DefaultLimit},
 	}
 	automatedrotationutil.AddAutomatedRotationFieldsWithGroup(fields, "Rotation")
 	return fields
@@ -184,6 +190,7 @@ func (b *backend) pathConfigRead(ctx context.Context, req *logical.Request, _ *f
 		keyCredentialID:    cfg.CredentialID,
 		keyIOManagementURL: cfg.IOManagementURL,
 		keyPersistTokens:   cfg.persistTokens(),
+		keyMaxConcurrent:   cfg.maxConcurrentIMSRequests(),
 	}
 	maps.Copy(data, rotationState(cfg, st, b.opts.now()))
 	return &logical.Response{Data: data}, nil
@@ -276,6 +283,13 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 	}
 	if err := mergeRotationFields(cfg, d); err != nil {
 		return nil, err
+	}
+	if v, ok := d.GetOk(keyMaxConcurrent); ok {
+		n := v.(int)
+		if n < imsgate.MinLimit || n > imsgate.MaxLimit {
+			return nil, fmt.Errorf("max_concurrent_ims_requests %d is out of range: give %d to %d (default %d)", n, imsgate.MinLimit, imsgate.MaxLimit, imsgate.DefaultLimit)
+		}
+		cfg.MaxConcurrentIMSRequests = n
 	}
 	if v, ok := d.GetOk(keyPersistTokens); ok {
 		persist := v.(bool)
@@ -403,3 +417,11 @@ func newSecretStamp() string {
 
 // persistTokens says whether shared tokens are stored; true unless turned off.
 func (c *config) persistTokens() bool { return c.PersistTokens == nil || *c.PersistTokens }
+
+// maxConcurrentIMSRequests is the cap on token requests in flight.
+func (c *config) maxConcurrentIMSRequests() int {
+	if c.MaxConcurrentIMSRequests == 0 {
+		return imsgate.DefaultLimit
+	}
+	return c.MaxConcurrentIMSRequests
+}

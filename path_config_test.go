@@ -23,8 +23,9 @@ func TestConfigCreateReadNeverReturnsSecret(t *testing.T) {
 		"org_id": "ABC123@AdobeOrg", "credential_id": "cred-1", "io_management_url": "https://api.adobe.io",
 		// Automated rotation, off: the SDK's standard fields, as its helpers show them.
 		"rotation_driver": "none", "disable_automated_rotation": false, "rotation_policy": "",
-		"persist_tokens":      true,
-		"last_vault_rotation": nil, "next_vault_rotation": nil,
+		"persist_tokens":              true,
+		"max_concurrent_ims_requests": 4,
+		"last_vault_rotation":         nil, "next_vault_rotation": nil,
 	}
 	if !reflect.DeepEqual(resp.Data, want) {
 		t.Fatalf("config read = %#v\nwant %#v", resp.Data, want)

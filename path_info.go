@@ -57,6 +57,7 @@ func (b *backend) pathInfoRead(ctx context.Context, req *logical.Request, _ *fra
 		return nil, err
 	}
 	data["configured"] = conn != nil
+	data[keyThrottledUntil] = formatTime(b.throttledUntil())
 	if conn != nil {
 		data[keyIMSURL] = conn.config.IMSURL
 		data[keyClientID] = conn.config.ClientID

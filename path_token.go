@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -228,7 +229,11 @@ func credsErrorResponse(err error) (*logical.Response, error) {
 	case errors.Is(err, logical.ErrReadOnly):
 		return nil, logical.ErrReadOnly // Vault forwards the read to the active node
 	}
-	return nil, logical.CodedError(502, fmt.Sprintf("getting a token from Adobe IMS: %v", err))
+	msg := fmt.Sprintf("getting a token from Adobe IMS: %v", err)
+	if resp, coded := throttleResponse(msg, err); coded != nil {
+		return resp, coded
+	}
+	return nil, logical.CodedError(http.StatusBadGateway, msg)
 }
 
 func (b *backend) tokenRenew(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {

@@ -70,6 +70,7 @@ func configReadFields() map[string]*framework.FieldSchema {
 		keyCredentialID:    stringField(descCredentialID),
 		keyIOManagementURL: stringField(descIOMgmtURL),
 		keyPersistTokens:   {Type: framework.TypeBool, Description: descPersistTokens},
+		keyMaxConcurrent:   {Type: framework.TypeInt, Description: descMaxConcurrent},
 	}
 	maps.Copy(f, rotationFields())
 	return f
@@ -103,12 +104,13 @@ func roleListFields() map[string]*framework.FieldSchema {
 
 func infoFields() map[string]*framework.FieldSchema {
 	return map[string]*framework.FieldSchema{
-		"version":    stringField("The plugin's version."),
-		"configured": {Type: framework.TypeBool, Description: "Whether config holds a credential."},
-		keyIMSURL:    stringField("The IMS URL tokens are minted at."),
-		keyClientID:  stringField("The credential's client ID."),
-		"rotation":   {Type: framework.TypeMap, Description: "Rotation state, as config reads show it."},
-		"counters":   {Type: framework.TypeMap, Description: "This node's counters since the plugin started, by name."},
+		"version":         stringField("The plugin's version."),
+		"configured":      {Type: framework.TypeBool, Description: "Whether config holds a credential."},
+		keyThrottledUntil: stringField("While Adobe IMS throttles this credential, when the plugin asks it for tokens again (RFC 3339); empty otherwise. Until then no token request leaves the plugin."),
+		keyIMSURL:         stringField("The IMS URL tokens are minted at."),
+		keyClientID:       stringField("The credential's client ID."),
+		"rotation":        {Type: framework.TypeMap, Description: "Rotation state, as config reads show it."},
+		"counters":        {Type: framework.TypeMap, Description: "This node's counters since the plugin started, by name."},
 		"shared_tokens": {Type: framework.TypeSlice, Description: "Per scope set with a shared token on this node: scopes, minted_at, expires_at, refresh_at, safe_end, " +
 			"last_read, last_error, last_error_at, next_attempt. Never the token."},
 	}

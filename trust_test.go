@@ -136,7 +136,7 @@ func TestEveryConfigFieldIsCheckedForRedirects(t *testing.T) {
 	values := map[string]any{
 		keyClientID: "another-client", keyScopes: testScopes, keyOrgID: imsemu.DefaultOrgID,
 		keyCredentialID: imsemu.DefaultCredentialID, keyRotationPeriod: 0, keyVerify: true,
-		keyRotationWindow: 0, keyDisableAutomatedRotation: false, keyPersistTokens: true,
+		keyRotationWindow: 0, keyDisableAutomatedRotation: false, keyPersistTokens: true, keyMaxConcurrent: 8,
 	}
 	for field, schema := range pathConfig(e.b).Fields {
 		if field == keyClientSecret {

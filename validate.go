@@ -130,6 +130,9 @@ func imsErrorResponse(doing string, err error) (*logical.Response, error) {
 	if errors.Is(err, errNotConfigured) {
 		return logical.ErrorResponse(err.Error()), nil
 	}
+	if resp, coded := throttleResponse(msg, err); coded != nil {
+		return resp, coded
+	}
 	var ie *ims.Error
 	switch {
 	case !errors.As(err, &ie):

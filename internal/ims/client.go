@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 )
 
 const (
@@ -61,6 +63,12 @@ type Options struct {
 	MaxElapsed     time.Duration // bound on one call including all retries and waits; default 30s
 	AttemptTimeout time.Duration // per HTTP attempt; default 10s
 	OnAttempt      func(Attempt) // optional observer for metrics, called after every HTTP attempt
+
+	// Gate, if set, caps the token requests in flight and remembers IMS
+	// throttling this credential; share one among every Client made for the
+	// credential. nil means no cap and no memory. Management ignores it: the
+	// I/O Management API is another service, with limits of its own.
+	Gate *imsgate.Gate
 }
 
 // Attempt describes one HTTP attempt, for logs and metrics.
@@ -81,6 +89,7 @@ type Client struct {
 	invalidateURL string
 	creds         Credentials
 	t             *transport
+	gate          *imsgate.Gate
 }
 
 // NewClient returns a client for the IMS at baseURL (DefaultURL when empty),
@@ -92,6 +101,7 @@ func NewClient(baseURL string, creds Credentials, opts Options) *Client {
 		invalidateURL: base + "/ims/invalidate_token/v2",
 		creds:         creds,
 		t:             newTransport(opts),
+		gate:          opts.Gate,
 	}
 }
 

@@ -90,7 +90,7 @@ func (s *script) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("x-debug-id", fmt.Sprintf("dbg-%d", n))
 	}
 	w.WriteHeader(rep.status)
-	io.WriteString(w, rep.body)
+	io.WriteString(w, rep.body) //nolint:errcheck // the test server's reply; the client under test checks what arrives
 }
 
 func newServer(t *testing.T, h http.Handler) *httptest.Server {

@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"strings"
 	"unicode"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 )
 
 // Error is a failed call to Adobe IMS or to the Adobe I/O Management API.
@@ -125,8 +127,16 @@ func hint(e *Error) string {
 	if isManagementOp(e.Op) {
 		service, urlField = "the Adobe I/O Management API", "io_management_url"
 	}
-	var h string
+	var (
+		h         string
+		throttled *imsgate.ThrottledError
+		busy      *imsgate.BusyError
+	)
 	switch {
+	case errors.As(e.Err, &throttled):
+		h = "no request for this credential leaves the plugin until then; tokens are cached and reused, so lower the use of dedicated-mode roles"
+	case errors.As(e.Err, &busy):
+		h = "reads wait for a slot within their own time limit: raise max_concurrent_ims_requests if they often run out of time"
 	case e.StatusCode == 0 && e.Err != nil && isCertError(e.Err):
 		h = fmt.Sprintf("the TLS certificate of %s is not trusted: check %s, and if an HTTPS proxy inspects traffic, add its CA to the system trust store", service, urlField)
 	case e.StatusCode == 0 && e.Err != nil && (!isNetworkError(e.Err) || errors.Is(e.Err, context.Canceled)):
@@ -135,6 +145,9 @@ func hint(e *Error) string {
 		h = fmt.Sprintf("%s could not be reached or did not answer in time: retry later; check %s, network access and the HTTPS_PROXY and NO_PROXY environment variables of the Vault server", service, urlField)
 	case e.StatusCode == http.StatusTooManyRequests:
 		h = fmt.Sprintf("%s is throttling this client: tokens are cached and reused, so lower the use of dedicated-mode roles or wait before retrying", service)
+	case e.StatusCode == http.StatusNotImplemented:
+		// Not retried: the server does not support the request at all.
+		h = fmt.Sprintf("%s does not support this request: check %s", service, urlField)
 	case e.StatusCode >= 500:
 		h = fmt.Sprintf("%s is unavailable: retry later", service)
 	case e.StatusCode >= 300 && e.StatusCode < 400:

@@ -194,7 +194,10 @@ func TestBackoffHonoursRetryAfter(t *testing.T) {
 		{"429 seconds", resp(429, "7"), 7 * time.Second, 7 * time.Second},
 		{"503 seconds", resp(503, "2"), 2 * time.Second, 2 * time.Second},
 		{"503 date", resp(503, time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)), 58 * time.Second, time.Minute},
-		{"500 ignores it", resp(500, "7"), 10 * time.Millisecond, 20 * time.Millisecond},
+		{"500 seconds", resp(500, "7"), 7 * time.Second, 7 * time.Second},
+		{"502 seconds", resp(502, "3"), 3 * time.Second, 3 * time.Second},
+		{"504 date", resp(504, time.Now().Add(time.Minute).UTC().Format(http.TimeFormat)), 58 * time.Second, time.Minute},
+		{"502 without one", resp(502, ""), 10 * time.Millisecond, 20 * time.Millisecond},
 		{"429 without one", resp(429, ""), 10 * time.Millisecond, 20 * time.Millisecond},
 		{"no response", nil, 10 * time.Millisecond, 20 * time.Millisecond},
 	}

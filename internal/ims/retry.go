@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 )
 
 const (
@@ -61,6 +63,10 @@ type call struct {
 	start    time.Time
 	deadline time.Time
 	secrets  []string
+	// gate is set for requests to IMS on behalf of the credential; throttled
+	// is set once the gate says the call must not try again.
+	gate      *imsgate.Gate
+	throttled error // an *imsgate.ThrottledError
 
 	attempts     int
 	attemptStart time.Time
@@ -84,7 +90,7 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	orig := req.Body
 	rreq, err := retryablehttp.FromRequest(req) // buffers the body, for replays
 	if orig != nil {
-		orig.Close()
+		_ = orig.Close() // read side, and FromRequest has read it: a close error loses nothing
 	}
 	if err != nil {
 		return nil, c.fail(nil, localErrorf("preparing the request: %v", err))
@@ -106,7 +112,7 @@ func (c *call) send(req *http.Request) (*http.Response, error) {
 	resp, err := rc.Do(rreq)
 	if err != nil {
 		if resp != nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // the response is dropped; a close error loses nothing
 		}
 		return nil, c.transportError(req.Context(), err)
 	}
@@ -120,7 +126,7 @@ func (c *call) do(req *http.Request) (*http.Response, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() //nolint:errcheck // read side: the body is read up to maxBody; a close error loses nothing
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
 		return nil, nil, c.fail(resp, fmt.Errorf("reading the response: %w", stripURL(err)))
@@ -169,12 +175,14 @@ func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (
 		a.Err = scrubErr(stripURL(err), c.secrets)
 	}
 
+	c.noteThrottle(resp)
 	c.wait = 0
-	if ctx.Err() == nil && c.attempts <= c.t.retryMax && c.retry(resp, err) {
+	if ctx.Err() == nil && c.throttled == nil && c.attempts <= c.t.retryMax && c.retry(resp, err) {
 		c.wait = c.backoff(resp)
+		c.awaitThrottle()
 		// Sleeping past the bound would only end in a timeout; the answer
 		// already in hand tells the operator more.
-		a.Retrying = time.Until(c.deadline)-c.wait >= minAttemptBudget
+		a.Retrying = c.throttled == nil && time.Until(c.deadline)-c.wait >= minAttemptBudget
 	}
 
 	args := []any{"op", a.Op, "attempt", a.Number, "status", a.Status, "duration", a.Duration, "x_debug_id", a.DebugID, "retrying", a.Retrying}
@@ -193,10 +201,45 @@ func (c *call) checkRetry(ctx context.Context, resp *http.Response, err error) (
 	return a.Retrying, nil
 }
 
+// noteThrottle tells the gate what IMS answered. IMS throttling the
+// credential for longer than a read should wait (a 429 or 503 with a
+// Retry-After beyond imsgate.MaxWait, or a 429 without one, whose length is
+// unknown) ends the call: the gate holds back every request until then.
+func (c *call) noteThrottle(resp *http.Response) {
+	if c.gate == nil || resp == nil {
+		return
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+	default:
+		if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+			c.gate.Succeeded()
+		}
+		return
+	}
+	if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		c.throttled = c.gate.Throttle(d)
+	} else if resp.StatusCode == http.StatusTooManyRequests {
+		c.throttled = c.gate.ThrottleUnknown()
+	}
+}
+
+// awaitThrottle stretches the wait before a retry to the end of a throttle
+// another call has met, or ends the call if that is beyond imsgate.MaxWait.
+func (c *call) awaitThrottle() {
+	d, terr := c.gate.Check()
+	if terr != nil {
+		c.throttled = terr
+		return
+	}
+	c.wait = max(c.wait, d)
+}
+
 // backoff is exponential with equal jitter, unless the server said when to
-// come back.
+// come back: Retry-After is honoured on every response that is retried, as
+// Adobe's own networking library does.
 func (c *call) backoff(resp *http.Response) time.Duration {
-	if resp != nil && (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
+	if resp != nil {
 		if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			return d
 		}
@@ -214,7 +257,7 @@ func jitteredBackoff(waitMin, waitMax time.Duration, attempt int) time.Duration 
 		}
 	}
 	half := ceiling / 2
-	return max(waitMin, half+rand.N(half+1))
+	return max(waitMin, half+rand.N(half+1)) //nolint:gosec // G404: retry jitter needs no unpredictability
 }
 
 // retryAfter reads a Retry-After header: delay-seconds or an HTTP date.
@@ -249,6 +292,13 @@ func (c *call) finish(e *Error) *Error {
 	e.Code = scrub(e.Code, c.secrets)
 	e.Description = scrub(e.Description, c.secrets)
 	e.Err = scrubErr(e.Err, c.secrets)
+	if c.throttled != nil {
+		if e.Err == nil {
+			e.Err = c.throttled
+		} else {
+			e.Err = fmt.Errorf("%w; %w", e.Err, c.throttled)
+		}
+	}
 	e.Hint = hint(e)
 	return e
 }
@@ -285,7 +335,7 @@ func (c *call) transportError(ctx context.Context, err error) *Error {
 // something sensitive.
 func stripURL(err error) error {
 	for {
-		ue, ok := err.(*url.Error)
+		ue, ok := err.(*url.Error) //nolint:errorlint // only a *url.Error at the top of the chain can be peeled off; one deeper sits behind text that may already quote the URL
 		if !ok {
 			return err
 		}

@@ -40,6 +40,14 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	if len(scopes) == 0 {
 		return nil, call.fail(nil, localErrorf("no scopes given: IMS requires at least one"))
 	}
+	// The wait for a slot counts against the call's bound, so a read that
+	// queues still ends within it.
+	call.gate = c.gate
+	release, err := c.gate.Enter(ctx)
+	if err != nil {
+		return nil, c.notSent(call, err)
+	}
+	defer release()
 
 	cfg := &clientcredentials.Config{
 		ClientID:     c.creds.ClientID,
@@ -80,6 +88,13 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 		Scopes:      slices.Clone(scopes),
 		DebugID:     quote(call.final.Header.Get("x-debug-id"), maxDebugIDLen, call.secrets),
 	}, nil
+}
+
+// notSent describes a call the gate kept from IMS.
+func (c *Client) notSent(call *call, err error) *Error {
+	e := call.fail(nil, err)
+	c.t.logger.Debug("adobe request not sent", "op", call.op, "error", e.Error())
+	return e
 }
 
 // tokenError turns what oauth2 returned into an *Error. oauth2's own error
@@ -190,6 +205,14 @@ func (c *Client) Invalidate(ctx context.Context, accessToken string) error {
 	defer cancel()
 	if accessToken == "" {
 		return call.fail(nil, localErrorf("no token given"))
+	}
+	// IMS throttles the credential, not the endpoint, so a revocation waits
+	// for a throttle like a mint does. It takes no slot: the cap is on token
+	// requests, so that a backlog of revocations (which Vault paces and
+	// retries on its own) never keeps reads from getting tokens.
+	call.gate = c.gate
+	if err := c.gate.AwaitThrottle(ctx); err != nil {
+		return c.notSent(call, err)
 	}
 
 	form := url.Values{

@@ -186,6 +186,7 @@ func TestTokenRetries(t *testing.T) {
 		{"503 then success", []reply{jsonReply(503, `{}`), tokenReply("60")}, 0, 2, 0, 0},
 		{"503 with Retry-After 0", []reply{jsonReply(503, `{}`).with("Retry-After", "0"), tokenReply("60")}, 0, 2, 0, 0},
 		{"502, 504, then success", []reply{jsonReply(502, `{}`), jsonReply(504, `{}`), tokenReply("60")}, 0, 3, 0, 0},
+		{"502 honours Retry-After", []reply{jsonReply(502, `{}`).with("Retry-After", "1"), tokenReply("60")}, 0, 2, 0, 950 * time.Millisecond},
 		{"500 until giving up", []reply{jsonReply(500, `{"error":"server_error"}`)}, 2, 3, 500, 0},
 		{"no retries", []reply{jsonReply(500, `{}`)}, -1, 1, 500, 0},
 		{"501 is not retried", []reply{jsonReply(501, `{}`)}, 0, 1, 501, 0},

@@ -1,0 +1,82 @@
+package adobeims
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/vault/sdk/logical"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+)
+
+// TestThrottledCredentialFallsSilent: once IMS answers 429 with a
+// Retry-After longer than a read can wait, the read fails at once naming
+// when the plugin tries again; until then no token request leaves the
+// plugin (cold shared reads, dedicated reads), shared reads with a valid
+// token keep being served, and info shows throttled_until.
+func TestThrottledCredentialFallsSilent(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/warm", map[string]any{"scopes": "openid,AdobeID"}))
+	e.mustOK(e.write("roles/cold", map[string]any{"scopes": "openid,firefly_api"}))
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	warm := e.creds("creds/warm").Data[keyAccessToken]
+
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: http.StatusTooManyRequests, RetryAfter: "20"})
+	resp, err := e.read("creds/cold")
+	until := e.clock.Now().Add(20 * time.Second).UTC()
+	msg := e.mustFail(resp, err, "throttling this credential", "try again after")
+	if c, ok := err.(logical.HTTPCodedError); !ok || c.Code() != http.StatusTooManyRequests { //nolint:errorlint // Vault reads the code with a plain type assertion
+		t.Fatalf("want a 429, got %T %v", err, err)
+	}
+	shown := e.mustOK(e.read("info")).Data[keyThrottledUntil].(string)
+	at, perr := time.Parse(time.RFC3339, shown)
+	if perr != nil || at.Before(until.Add(-time.Second)) || at.After(until.Add(2*time.Second)) {
+		t.Fatalf("info throttled_until %q, want about %s", shown, until.Format(time.RFC3339))
+	}
+	if !strings.Contains(msg, shown) {
+		t.Errorf("the error %q does not name the time info shows, %s", msg, shown)
+	}
+
+	e.emu.SetFault(nil) // IMS would answer now, but the plugin must not ask
+	requests := e.emu.Stats().TokenRequests
+	for _, path := range []string{"creds/cold", "creds/d", "creds/cold"} {
+		resp, err := e.read(path)
+		e.mustFail(resp, err, "throttling this credential")
+	}
+	if n := e.emu.Stats().TokenRequests - requests; n != 0 {
+		t.Fatalf("%d token requests left the plugin while IMS throttles it", n)
+	}
+	if got := e.creds("creds/warm").Data[keyAccessToken]; got != warm {
+		t.Error("a shared read with a valid token was not served while throttled")
+	}
+
+	e.clock.Advance(21 * time.Second)
+	e.creds("creds/cold")
+	e.creds("creds/d")
+	if n := e.emu.Stats().TokenRequests - requests; n != 2 {
+		t.Errorf("%d token requests after the throttle ended, want 2", n)
+	}
+	if shown := e.mustOK(e.read("info")).Data[keyThrottledUntil]; shown != "" {
+		t.Errorf("info throttled_until %v after it passed", shown)
+	}
+}
+
+// TestMaxConcurrentIMSRequests is a config field with bounds, shown on read.
+func TestMaxConcurrentIMSRequests(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	for _, bad := range []int{0, 65, -1} {
+		resp, err := e.write("config", map[string]any{keyMaxConcurrent: bad})
+		e.mustFail(resp, err, "max_concurrent_ims_requests", "1 to 64")
+	}
+	e.mustOK(e.write("config", map[string]any{keyMaxConcurrent: 2}))
+	if got := e.mustOK(e.read("config")).Data[keyMaxConcurrent]; got != 2 {
+		t.Fatalf("config shows max_concurrent_ims_requests %v", got)
+	}
+	if got := e.b.gate.Limit(); got != 2 {
+		t.Errorf("the gate's limit is %d, want 2", got)
+	}
+}
