@@ -181,7 +181,7 @@ func agentStart(t *testing.T, dir, hcl string) <-chan error {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		select {
-		case <-done:
+		case <-done: //nolint:errcheck // the agent was just killed: Wait's "signal: killed" is expected
 		case <-time.After(10 * time.Second):
 		}
 		logf.Close()

@@ -118,7 +118,9 @@ func TestFaultMatrixThroughVault(t *testing.T) {
 		var n int
 		for _, line := range strings.Split(metrics, "\n") {
 			if strings.HasPrefix(line, name+" ") {
-				fmt.Sscanf(strings.TrimPrefix(line, name+" "), "%d", &n)
+				if _, err := fmt.Sscanf(strings.TrimPrefix(line, name+" "), "%d", &n); err != nil {
+					t.Errorf("metric line %q: %v", line, err)
+				}
 			}
 		}
 		if n == 0 {

@@ -44,7 +44,7 @@ func TestReleaseBinaryRegistersBySum(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(pluginPath, data, 0o755); err != nil {
+	if err := os.WriteFile(pluginPath, data, 0o755); err != nil { //nolint:gosec // G306: a plugin binary Vault must execute, written into the test's own plugin directory
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Remove(pluginPath) })

@@ -11,6 +11,10 @@
 // The API stand-in shares the IMS listener, so /down takes it down too. Run
 // `ims-emulator -h` for the list of endpoints.
 //
+// Adobe publishes no rate limit; -rate-limit N/PER (with -rate-limit-retry-after) sets
+// the emulator's, per client_id, answering 429 beyond it. -wrong-secret-status chooses
+// 400 or 401 for a wrong client secret, both of which Adobe documents.
+//
 // The client secret can come from IMS_EMULATOR_CLIENT_SECRET so that it stays off
 // command lines. Neither it nor any token is ever logged.
 package main
@@ -28,6 +32,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,7 +41,7 @@ import (
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
 )
 
-const envClientSecret = "IMS_EMULATOR_CLIENT_SECRET"
+const envClientSecret = "IMS_EMULATOR_CLIENT_SECRET" //nolint:gosec // G101: the name of an environment variable, not a secret
 
 // defaultScopes are the Firefly Services scopes of adobe-ims.md plus those the I/O
 // Management API needs, so that the demo can mint tokens and rotate the secret.
@@ -61,7 +66,15 @@ Serves on -addr:
                                        x-api-key: {client id}, body {"prompt":"..."};
                                        otherwise the API gateway's {"error_code","message"}
 Serves on -control-addr: the JSON control API (/stats, /tokens, /fault, /expires_in,
-  /latency, /secrets, /config) and POST|GET /down.
+  /latency, /rate_limit, /wrong_secret_status, /secrets, /config) and POST|GET /down.
+
+Throttling: Adobe publishes no rate limit, so the emulator's is a knob, off by default.
+With -rate-limit N/PER each client_id gets at most N token requests in any window of
+length PER (sliding; throttled requests do not count); beyond that the token endpoint
+answers 429 with the IMS error body and, per -rate-limit-retry-after, a Retry-After
+header. Change it at run time with POST /rate_limit
+  {"requests":N,"per_ms":M[,"retry_after_seconds":S][,"no_retry_after":true]}
+or DELETE /rate_limit. GET /stats shows token_throttled and token_in_flight_peak.
 
 The client secret can come from ` + envClientSecret + `.
 
@@ -83,7 +96,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("ims-emulator", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), usageHeader)
+		fmt.Fprint(fs.Output(), usageHeader) //nolint:errcheck // usage text, as flag.PrintDefaults writes it: nothing to do if it cannot be shown
 		fs.PrintDefaults()
 	}
 	addr := fs.String("addr", "127.0.0.1:8181", "address of the IMS, I/O Management API and Adobe API stand-in surface")
@@ -98,6 +111,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	tlsCert := fs.String("tls-cert", "", "PEM certificate: serve HTTPS on -addr (needs -tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key for -tls-cert")
 	quiet := fs.Bool("quiet", false, "do not log requests on -addr to stderr")
+	var rateLimit rateLimitFlag
+	fs.Var(&rateLimit, "rate-limit", "per-client limit on token requests: at most N in any window of length PER (`N/PER`, e.g. 10/1m, 5/30s, 100/h); 429 beyond (default off)")
+	var retryAfter retryAfterFlag
+	fs.Var(&retryAfter, "rate-limit-retry-after", "Retry-After of the rate limit's 429: auto (seconds until the window has room), none (no header, which Adobe does not guarantee either), or a fixed `duration` such as 30s (default auto)")
+	wrongSecretStatus := fs.Int("wrong-secret-status", 400, "HTTP status of invalid_client for a wrong client_secret: 400 or 401 (Adobe documents both)")
 	faultJSON := fs.String("fault", "", `inject a failure from the start, as the control API's fault JSON, e.g. '{"endpoint":"token","kind":"status","status":503,"times":2}'; endpoint is token, invalidate, validate, management, api, or "" for all but api`)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,6 +131,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
+	}
+	if *wrongSecretStatus != http.StatusBadRequest && *wrongSecretStatus != http.StatusUnauthorized {
+		return fmt.Errorf("-wrong-secret-status %d: want 400 or 401", *wrongSecretStatus)
 	}
 	var fault *imsemu.Fault
 	if *faultJSON != "" {
@@ -137,6 +158,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	})
 	emu.SetLatency(*latency)
 	emu.SetFault(fault)
+	emu.SetRateLimit(rateLimit.n, rateLimit.per, retryAfter.d)
+	if err := emu.SetWrongSecretStatus(*wrongSecretStatus); err != nil {
+		return err
+	}
 
 	ims := &imsListener{handler: emu, errc: make(chan error, 1)}
 	if !*quiet {
@@ -169,9 +194,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	control := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	controlErr := make(chan error, 1)
 	go func() { controlErr <- control.Serve(controlLn) }()
-	defer control.Close()
+	defer control.Close() //nolint:errcheck // shutting down; the control server's own failure already came through controlErr
 
-	fmt.Fprintf(stdout, "ims-emulator listening on %s://%s (control http://%s)\n", scheme, imsAddr, controlLn.Addr())
+	fmt.Fprintf(stdout, "ims-emulator listening on %s://%s (control http://%s)\n", scheme, imsAddr, controlLn.Addr()) //nolint:errcheck // startup banner; with stdout gone there is no one to tell
 
 	select {
 	case <-ctx.Done():
@@ -181,6 +206,71 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case err := <-ims.errc:
 		return fmt.Errorf("IMS listener: %w", err)
 	}
+}
+
+// rateLimitFlag is -rate-limit: N/PER, where PER is a Go duration ("1m", "30s") or a
+// bare unit ("m" for "1m"); "off" or "0" means no limit.
+type rateLimitFlag struct {
+	n   int
+	per time.Duration
+}
+
+func (f *rateLimitFlag) String() string {
+	if f == nil || f.n <= 0 {
+		return "off"
+	}
+	return fmt.Sprintf("%d/%s", f.n, f.per)
+}
+
+func (f *rateLimitFlag) Set(s string) error {
+	if s == "off" || s == "0" {
+		*f = rateLimitFlag{}
+		return nil
+	}
+	count, window, ok := strings.Cut(s, "/")
+	n, err := strconv.Atoi(count)
+	if !ok || err != nil || n <= 0 {
+		return errors.New("want N/PER with N > 0, e.g. 10/1m, or off")
+	}
+	per, err := time.ParseDuration(window)
+	if err != nil {
+		per, err = time.ParseDuration("1" + window) // "10/m"
+	}
+	if err != nil || per <= 0 {
+		return fmt.Errorf("window %q: want a positive duration such as 1m or 30s", window)
+	}
+	*f = rateLimitFlag{n: n, per: per}
+	return nil
+}
+
+// retryAfterFlag is -rate-limit-retry-after: auto, none or a positive duration.
+type retryAfterFlag struct{ d time.Duration }
+
+func (f *retryAfterFlag) String() string {
+	switch {
+	case f == nil || f.d == 0:
+		return "auto"
+	case f.d < 0:
+		return "none"
+	}
+	return f.d.String()
+}
+
+func (f *retryAfterFlag) Set(s string) error {
+	switch s {
+	case "auto":
+		f.d = 0
+		return nil
+	case "none":
+		f.d = imsemu.NoRetryAfter
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return errors.New("want auto, none or a positive duration such as 30s")
+	}
+	f.d = d
+	return nil
 }
 
 func splitScopes(s string) []string {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -132,7 +133,10 @@ func TestDownAndUp(t *testing.T) {
 	mint(t, client, base)
 
 	setDown(t, e.control, true)
-	_, err := client.PostForm(base+"/ims/token/v3", tokenForm())
+	downResp, err := client.PostForm(base+"/ims/token/v3", tokenForm())
+	if err == nil {
+		downResp.Body.Close()
+	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Fatalf("while down: err = %v, want connection refused", err)
 	}
@@ -224,12 +228,18 @@ func TestStopsOnCancel(t *testing.T) {
 func TestBadArguments(t *testing.T) {
 	t.Setenv(envClientSecret, "")
 	tests := map[string][]string{
-		"no secret":        {"-client-id", "x"},
-		"no client id":     {"-client-secret", "y"},
-		"cert without key": {"-client-id", "x", "-client-secret", "y", "-tls-cert", "c.pem"},
-		"unknown flag":     {"-nope"},
-		"extra argument":   {"-client-id", "x", "-client-secret", "y", "extra"},
-		"bad address":      {"-client-id", "x", "-client-secret", "y", "-addr", "256.0.0.1:bad"},
+		"no secret":                  {"-client-id", "x"},
+		"no client id":               {"-client-secret", "y"},
+		"cert without key":           {"-client-id", "x", "-client-secret", "y", "-tls-cert", "c.pem"},
+		"unknown flag":               {"-nope"},
+		"extra argument":             {"-client-id", "x", "-client-secret", "y", "extra"},
+		"bad address":                {"-client-id", "x", "-client-secret", "y", "-addr", "256.0.0.1:bad"},
+		"rate limit without window":  {"-client-id", "x", "-client-secret", "y", "-rate-limit", "10"},
+		"rate limit of 0 per window": {"-client-id", "x", "-client-secret", "y", "-rate-limit", "0/1m"},
+		"rate limit with bad window": {"-client-id", "x", "-client-secret", "y", "-rate-limit", "10/fortnight"},
+		"rate limit with no window":  {"-client-id", "x", "-client-secret", "y", "-rate-limit", "10/0s"},
+		"bad Retry-After":            {"-client-id", "x", "-client-secret", "y", "-rate-limit-retry-after", "-5s"},
+		"wrong secret status 403":    {"-client-id", "x", "-client-secret", "y", "-wrong-secret-status", "403"},
 	}
 	for name, args := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -381,9 +391,169 @@ func TestHelpListsEndpoints(t *testing.T) {
 		t.Errorf("-h: %v, want flag.ErrHelp", err)
 	}
 	for _, want := range []string{"TEST DOUBLE", "/ims/token/v3", "/ims/invalidate_token/v2", "/ims/validate_token/v1",
-		"/console/organizations/", "POST " + imsemu.APIPath, "stand-in", "/down", "-client-id"} {
+		"/console/organizations/", "POST " + imsemu.APIPath, "stand-in", "/down", "-client-id",
+		"-rate-limit N/PER", "-rate-limit-retry-after", "/rate_limit", "429", "Retry-After", "-wrong-secret-status", "/wrong_secret_status"} {
 		if !strings.Contains(string(help), want) {
 			t.Errorf("-h text lacks %q:\n%s", want, help)
 		}
+	}
+}
+
+// tokenRequest makes one token request and returns its status, Retry-After header and
+// whether that header was present.
+func tokenRequest(t *testing.T, base, secret string) (int, string, bool) {
+	t.Helper()
+	form := tokenForm()
+	form.Set("client_secret", secret)
+	resp, err := http.PostForm(base+"/ims/token/v3", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("token answer %d: %v", resp.StatusCode, err)
+	}
+	if resp.StatusCode != 200 {
+		if e, _ := body["error"].(string); e == "" || body["error_description"] == nil {
+			t.Errorf("%d body %v, want the IMS error body", resp.StatusCode, body)
+		}
+	}
+	return resp.StatusCode, resp.Header.Get("Retry-After"), len(resp.Header.Values("Retry-After")) > 0
+}
+
+func TestRateLimitFlag(t *testing.T) {
+	tests := []struct {
+		name       string
+		args       []string
+		statuses   []int
+		retryAfter string // of the 429s; "" wants no header
+	}{
+		{"computed Retry-After", []string{"-rate-limit", "2/1h"}, []int{200, 200, 429, 429}, "3600"},
+		{"bare unit", []string{"-rate-limit", "1/h"}, []int{200, 429}, "3600"},
+		{"fixed Retry-After", []string{"-rate-limit", "1/1m", "-rate-limit-retry-after", "20s"}, []int{200, 429}, "20"},
+		{"no Retry-After", []string{"-rate-limit", "1/1m", "-rate-limit-retry-after", "none"}, []int{200, 429}, ""},
+		{"auto, spelled out", []string{"-rate-limit", "1/1m", "-rate-limit-retry-after", "auto"}, []int{200, 429}, "60"},
+		{"off", []string{"-rate-limit", "off"}, []int{200, 200, 200}, ""},
+		{"default", nil, []int{200, 200, 200}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e := start(t, append([]string{"-client-secret", testSecret}, tc.args...)...)
+			base := "http://" + e.addr
+			throttled := 0
+			for i, want := range tc.statuses {
+				status, retryAfter, present := tokenRequest(t, base, testSecret)
+				if status != want {
+					t.Fatalf("request %d: %d, want %d", i, status, want)
+				}
+				if status != 429 {
+					continue
+				}
+				throttled++
+				// The window is real time here: a slow machine may shave a second off.
+				if n, _ := strconv.Atoi(tc.retryAfter); present != (tc.retryAfter != "") ||
+					(retryAfter != tc.retryAfter && retryAfter != strconv.Itoa(n-1)) {
+					t.Errorf("request %d: Retry-After %q (present %v), want %q", i, retryAfter, present, tc.retryAfter)
+				}
+			}
+			var stats imsemu.Stats
+			getJSON(t, e.control, "/stats", &stats)
+			if stats.TokenThrottled != throttled || stats.TokenInFlightPeak != 1 || stats.TokenRequests != len(tc.statuses) {
+				t.Errorf("stats %+v, want %d throttled, peak 1", stats, throttled)
+			}
+		})
+	}
+}
+
+func TestRateLimitThroughTheControlAPI(t *testing.T) {
+	e := start(t, "-client-secret", testSecret, "-rate-limit", "5/1m")
+	var cfg struct {
+		RateLimit struct {
+			Requests int   `json:"requests"`
+			PerMS    int64 `json:"per_ms"`
+		} `json:"rate_limit"`
+		WrongSecretStatus int `json:"wrong_secret_status"`
+	}
+	getJSON(t, e.control, "/config", &cfg)
+	if cfg.RateLimit.Requests != 5 || cfg.RateLimit.PerMS != 60000 || cfg.WrongSecretStatus != 400 {
+		t.Errorf("GET /config %+v, want the -rate-limit 5/1m and status 400", cfg)
+	}
+	resp, err := http.Post("http://"+e.control+"/rate_limit", "application/json",
+		strings.NewReader(`{"requests":1,"per_ms":60000,"no_retry_after":true}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("POST /rate_limit: %d", resp.StatusCode)
+	}
+	base := "http://" + e.addr
+	if status, _, _ := tokenRequest(t, base, testSecret); status != 200 {
+		t.Fatalf("first request: %d", status)
+	}
+	if status, _, present := tokenRequest(t, base, testSecret); status != 429 || present {
+		t.Errorf("second request: %d, Retry-After present %v; want 429 without", status, present)
+	}
+}
+
+func TestWrongSecretStatusFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want int
+	}{
+		{nil, 400},
+		{[]string{"-wrong-secret-status", "400"}, 400},
+		{[]string{"-wrong-secret-status", "401"}, 401},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			e := start(t, append([]string{"-client-secret", testSecret}, tc.args...)...)
+			if status, _, _ := tokenRequest(t, "http://"+e.addr, "not-the-secret"); status != tc.want {
+				t.Errorf("wrong secret: %d, want %d", status, tc.want)
+			}
+		})
+	}
+}
+
+func TestRateLimitFlagParsing(t *testing.T) {
+	tests := []struct {
+		in   string
+		n    int
+		per  time.Duration
+		fail bool
+	}{
+		{in: "10/1m", n: 10, per: time.Minute},
+		{in: "10/m", n: 10, per: time.Minute},
+		{in: "1/1500ms", n: 1, per: 1500 * time.Millisecond},
+		{in: "off"},
+		{in: "0"},
+		{in: "10", fail: true},
+		{in: "-1/1m", fail: true},
+		{in: "x/1m", fail: true},
+		{in: "10/-1m", fail: true},
+		{in: "10/", fail: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			var f rateLimitFlag
+			err := f.Set(tc.in)
+			if (err != nil) != tc.fail || f.n != tc.n || f.per != tc.per {
+				t.Errorf("Set(%q): %+v, %v", tc.in, f, err)
+			}
+		})
+	}
+}
+
+// getJSON decodes the answer of GET path on the control API.
+func getJSON(t *testing.T, control, path string, v any) {
+	t.Helper()
+	resp, err := http.Get("http://" + control + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
 	}
 }

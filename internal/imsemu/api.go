@@ -46,8 +46,8 @@ const (
 )
 
 const (
-	apiMessageTokenInvalid  = "Oauth token is not valid" // documented
-	apiMessageAPIKeyInvalid = "Api Key is invalid"       // documented
+	apiMessageTokenInvalid  = "Oauth token is not valid" //nolint:gosec // G101: Adobe's documented error message, not a credential
+	apiMessageAPIKeyInvalid = "Api Key is invalid"       //nolint:gosec // G101: Adobe's documented error message, not a credential
 )
 
 // generateRequest is the part of a Firefly generate request the stand-in looks at.

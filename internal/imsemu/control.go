@@ -2,6 +2,7 @@ package imsemu
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -21,9 +22,20 @@ import (
 //	DELETE /fault                      -> 204
 //	POST   /expires_in {"seconds":N}   -> 204 (N > 0)
 //	POST   /latency    {"ms":N}        -> 204 (N >= 0; 0 removes the delay)
+//	GET    /rate_limit                 -> {"requests":N,"per_ms":M,"retry_after_seconds":S,"no_retry_after":B}
+//	POST   /rate_limit {"requests":N,"per_ms":M[,"retry_after_seconds":S][,"no_retry_after":true]}
+//	                                   -> 204: at most N token requests per client per M ms
+//	                                      (sliding window, Config clock); 429 beyond. Retry-After is
+//	                                      the seconds until the window has room, or S when S > 0, or
+//	                                      absent with no_retry_after. N = 0 removes the limit. Every
+//	                                      POST starts from an empty window. See SetRateLimit.
+//	DELETE /rate_limit                 -> 204, no limit
+//	POST   /wrong_secret_status {"status":400|401}
+//	                                   -> 204: the status of invalid_client for a wrong client_secret
 //	GET    /secrets                    -> []SecretInfo
 //	GET    /secrets/accepted?secret=S  -> {"accepted":bool}
-//	GET    /config                     -> client_id, org_id, credential_id, scopes, expires_in_seconds, latency_ms
+//	GET    /config                     -> client_id, org_id, credential_id, scopes, expires_in_seconds,
+//	                                      latency_ms, wrong_secret_status, rate_limit
 //
 // Bad requests get 400 with {"error":"..."}.
 func (e *Emulator) ControlHandler() http.Handler {
@@ -88,6 +100,38 @@ func (e *Emulator) ControlHandler() http.Handler {
 		e.SetLatency(time.Duration(body.MS) * time.Millisecond)
 		w.WriteHeader(http.StatusNoContent)
 	})
+	mux.HandleFunc("GET /rate_limit", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, rateLimitOf(e.RateLimit()))
+	})
+	mux.HandleFunc("POST /rate_limit", func(w http.ResponseWriter, r *http.Request) {
+		var body rateLimitJSON
+		if !decodeControl(w, r, &body) {
+			return
+		}
+		if err := body.validate(); err != nil {
+			controlError(w, err.Error())
+			return
+		}
+		e.SetRateLimit(body.limit())
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("DELETE /rate_limit", func(w http.ResponseWriter, r *http.Request) {
+		e.SetRateLimit(0, 0, 0)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("POST /wrong_secret_status", func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Status int `json:"status"`
+		}
+		if !decodeControl(w, r, &body) {
+			return
+		}
+		if err := e.SetWrongSecretStatus(body.Status); err != nil {
+			controlError(w, err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("GET /secrets", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Secrets())
 	})
@@ -101,24 +145,69 @@ func (e *Emulator) ControlHandler() http.Handler {
 }
 
 type controlConfig struct {
-	ClientID         string   `json:"client_id"`
-	OrgID            string   `json:"org_id"`
-	CredentialID     string   `json:"credential_id"`
-	Scopes           []string `json:"scopes"`
-	ExpiresInSeconds int64    `json:"expires_in_seconds"`
-	LatencyMS        int64    `json:"latency_ms"`
+	ClientID          string        `json:"client_id"`
+	OrgID             string        `json:"org_id"`
+	CredentialID      string        `json:"credential_id"`
+	Scopes            []string      `json:"scopes"`
+	ExpiresInSeconds  int64         `json:"expires_in_seconds"`
+	LatencyMS         int64         `json:"latency_ms"`
+	WrongSecretStatus int           `json:"wrong_secret_status"`
+	RateLimit         rateLimitJSON `json:"rate_limit"`
+}
+
+// rateLimitJSON is a RateLimit in the control API; Requests 0 means no limit.
+type rateLimitJSON struct {
+	Requests          int   `json:"requests"`
+	PerMS             int64 `json:"per_ms"`
+	RetryAfterSeconds int64 `json:"retry_after_seconds"`
+	NoRetryAfter      bool  `json:"no_retry_after"`
+}
+
+func rateLimitOf(l RateLimit) rateLimitJSON {
+	j := rateLimitJSON{Requests: l.Requests, PerMS: l.Per.Milliseconds()}
+	switch {
+	case l.RetryAfter < 0:
+		j.NoRetryAfter = true
+	case l.RetryAfter > 0:
+		j.RetryAfterSeconds = int64(l.RetryAfter / time.Second)
+	}
+	return j
+}
+
+func (j rateLimitJSON) validate() error {
+	switch {
+	case j.Requests < 0:
+		return errors.New("requests must not be negative; 0 removes the limit")
+	case j.Requests > 0 && j.PerMS <= 0:
+		return errors.New("per_ms must be positive")
+	case j.RetryAfterSeconds < 0:
+		return errors.New("retry_after_seconds must not be negative; 0 sends the computed wait")
+	case j.NoRetryAfter && j.RetryAfterSeconds > 0:
+		return errors.New("retry_after_seconds and no_retry_after exclude each other")
+	}
+	return nil
+}
+
+func (j rateLimitJSON) limit() (int, time.Duration, time.Duration) {
+	retryAfter := time.Duration(j.RetryAfterSeconds) * time.Second
+	if j.NoRetryAfter {
+		retryAfter = NoRetryAfter
+	}
+	return j.Requests, time.Duration(j.PerMS) * time.Millisecond, retryAfter
 }
 
 func (e *Emulator) controlConfig() controlConfig {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return controlConfig{
-		ClientID:         e.clientID,
-		OrgID:            e.orgID,
-		CredentialID:     e.credentialID,
-		Scopes:           slices.Clone(e.scopes),
-		ExpiresInSeconds: int64(e.expiresIn / time.Second),
-		LatencyMS:        e.latency.Milliseconds(),
+		ClientID:          e.clientID,
+		OrgID:             e.orgID,
+		CredentialID:      e.credentialID,
+		Scopes:            slices.Clone(e.scopes),
+		ExpiresInSeconds:  int64(e.expiresIn / time.Second),
+		LatencyMS:         e.latency.Milliseconds(),
+		WrongSecretStatus: e.wrongSecretStatus,
+		RateLimit:         rateLimitOf(e.rateLimit),
 	}
 }
 

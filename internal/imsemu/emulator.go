@@ -14,6 +14,9 @@
 // seconds, one comma-separated scope parameter, invalidate answering 200 with an empty
 // body, at most two client secrets, ...), the emulator reproduces it. Where the page is
 // silent, the emulator does the least it can and the code says "not documented by Adobe".
+// Where the page leaves a choice open (no published rate limit, 429 with or without
+// Retry-After, 400 or 401 for a wrong secret), the choice is a knob for tests: see
+// SetRateLimit and SetWrongSecretStatus.
 //
 // The plugin never knows about this package: it only ever sees an IMS URL and an I/O
 // Management URL, which tests point at an Emulator (and a test or the demo calls the API
@@ -41,7 +44,7 @@ const (
 	// DefaultExpiresIn is the lifetime adobe-ims.md shows in its example response (86399 s).
 	DefaultExpiresIn    = 86399 * time.Second
 	DefaultOrgID        = "emu-org@AdobeOrg"
-	DefaultCredentialID = "emu-credential"
+	DefaultCredentialID = "emu-credential" //nolint:gosec // G101: the emulator's credential identifier, not a secret
 )
 
 // Endpoint names, as used by Fault.Endpoint.
@@ -58,7 +61,7 @@ const (
 )
 
 const (
-	pathToken        = "/ims/token/v3"
+	pathToken        = "/ims/token/v3" //nolint:gosec // G101: a URL path, not a credential
 	pathInvalidate   = "/ims/invalidate_token/v2"
 	pathValidate     = "/ims/validate_token/v1"
 	prefixManagement = "/console/organizations/"
@@ -106,23 +109,40 @@ type Emulator struct {
 	granted      map[string]bool
 	now          func() time.Time
 
-	mu        sync.Mutex
-	expiresIn time.Duration
-	latency   time.Duration
-	fault     *Fault
-	stats     Stats
-	tokens    map[string]*tokenRecord
-	issued    []*tokenRecord // in issue order
-	secrets   []*clientSecret
+	// sleep waits out the latency in real time; tests replace it to hold requests in
+	// flight without sleeping.
+	sleep func(ctx context.Context, d time.Duration) bool
+
+	mu                sync.Mutex
+	expiresIn         time.Duration
+	latency           time.Duration
+	wrongSecretStatus int
+	rateLimit         RateLimit
+	admitted          map[string][]time.Time // per client_id, the admissions within the window, oldest first
+	inFlight          int                    // token requests being served now
+	fault             *Fault
+	stats             Stats
+	tokens            map[string]*tokenRecord
+	issued            []*tokenRecord // in issue order
+	secrets           []*clientSecret
 }
 
 // Stats counts what the emulator has seen since it started or since ResetStats.
 type Stats struct {
 	TokenRequests int `json:"token_requests"`
 	TokensIssued  int `json:"tokens_issued"`
-	// TokenErrors counts token requests refused by normal handling (the 4xx answers);
-	// injected faults are counted in FaultsServed instead.
-	TokenErrors        int `json:"token_errors"`
+	// TokenErrors counts token requests refused by normal handling (the 4xx answers)
+	// other than the rate limit's 429s, which TokenThrottled counts; injected faults are
+	// counted in FaultsServed instead.
+	TokenErrors    int `json:"token_errors"`
+	TokenThrottled int `json:"token_throttled"`
+	// TokenInFlight is how many token requests the emulator is serving right now, from
+	// the moment one arrives until it is answered or abandoned (latency wait and faults
+	// included): a gauge, which ResetStats leaves alone. TokenInFlightPeak is the most
+	// there have been at once since the start, or since ResetStats (which sets it to
+	// TokenInFlight).
+	TokenInFlight      int `json:"token_in_flight"`
+	TokenInFlightPeak  int `json:"token_in_flight_peak"`
 	InvalidateRequests int `json:"invalidate_requests"`
 	// Invalidated counts live tokens that an invalidate request ended.
 	Invalidated        int `json:"invalidated"`
@@ -187,6 +207,10 @@ func New(cfg Config) *Emulator {
 		now:          cfg.Now,
 		expiresIn:    cfg.ExpiresIn,
 		tokens:       make(map[string]*tokenRecord),
+		sleep:        sleep,
+
+		wrongSecretStatus: http.StatusBadRequest,
+		admitted:          make(map[string][]time.Time),
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -223,6 +247,10 @@ func (e *Emulator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	e.count(ep, r)
+	if ep == EndpointToken {
+		e.enterToken()
+		defer e.exitToken()
+	}
 	// net/http notices a client that gave up only once the request body has been read,
 	// so read it before any latency or hang.
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
@@ -303,14 +331,7 @@ func (e *Emulator) wait(ctx context.Context) bool {
 	if d <= 0 {
 		return true
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return e.sleep(ctx, d)
 }
 
 // SetExpiresIn changes the lifetime of tokens issued from now on. It is reported in
@@ -337,13 +358,16 @@ func (e *Emulator) SetLatency(d time.Duration) {
 func (e *Emulator) Stats() Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.stats
+	s := e.stats
+	s.TokenInFlight = e.inFlight
+	return s
 }
 
-// ResetStats sets every counter back to zero.
+// ResetStats sets every counter back to zero, and the in-flight peak to the number of
+// token requests in flight now.
 func (e *Emulator) ResetStats() {
 	e.mu.Lock()
-	e.stats = Stats{}
+	e.stats = Stats{TokenInFlightPeak: e.inFlight}
 	e.mu.Unlock()
 }
 
@@ -431,10 +455,11 @@ func randomBytes(n int) []byte {
 // newDebugID returns a random id; its format is not documented by Adobe.
 func newDebugID() string { return hex.EncodeToString(randomBytes(16)) }
 
+// newUUID returns a client secret's uuid as Adobe's samples show them: 32 lowercase hex
+// characters without dashes (here a random version 4 UUID).
 func newUUID() string {
 	b := randomBytes(16)
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b)
-	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+	return hex.EncodeToString(b)
 }

@@ -77,6 +77,13 @@ func (r response) jsonMap(t *testing.T) map[string]any {
 	return m
 }
 
+// nonEmpty reports whether m[key] is a string other than "": comparing an
+// any with "" would pass for a missing key or a value of another type.
+func nonEmpty(m map[string]any, key string) bool {
+	s, _ := m[key].(string)
+	return s != ""
+}
+
 func (h *harness) do(req *http.Request) response {
 	h.t.Helper()
 	resp, err := h.srv.Client().Do(req)
@@ -183,7 +190,10 @@ func TestLatencyGivesUpWithTheClient(t *testing.T) {
 	defer cancel()
 	req := h.request(http.MethodPost, pathToken, strings.NewReader(tokenForm(testSecret, "openid").Encode())).WithContext(ctx)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	_, err := h.srv.Client().Do(req)
+	resp, err := h.srv.Client().Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}

@@ -30,7 +30,7 @@ func TestFaultStatus(t *testing.T) {
 			h.emu.SetFault(&tc.fault)
 			r := h.postForm(pathToken, tokenForm(testSecret, "openid"))
 			body := r.jsonMap(t)
-			if r.status != tc.status || body["error"] != tc.code || body["error_description"] == "" {
+			if r.status != tc.status || body["error"] != tc.code || !nonEmpty(body, "error_description") {
 				t.Errorf("got %d %s, want %d %s", r.status, r.body, tc.status, tc.code)
 			}
 			if got := r.header.Get("Retry-After"); got != tc.retryAfter {
@@ -48,7 +48,7 @@ func TestFaultStatusOnManagementUsesItsErrorShape(t *testing.T) {
 	token := h.mint(testSecret, mgmtScope)
 	h.emu.SetFault(&Fault{Endpoint: EndpointManagement, Kind: KindStatus, Status: 503})
 	r := h.mgmt(http.MethodGet, secretsPath, token, testClientID)
-	if body := r.jsonMap(t); r.status != 503 || body["error_code"] != "temporarily_unavailable" || body["message"] == "" {
+	if body := r.jsonMap(t); r.status != 503 || body["error_code"] != "temporarily_unavailable" || !nonEmpty(body, "message") {
 		t.Errorf("got %d %s", r.status, r.body)
 	}
 }
@@ -133,7 +133,11 @@ func TestFaultHangUntilClientGivesUp(t *testing.T) {
 	defer cancel()
 	req := h.request(http.MethodPost, pathToken, strings.NewReader(tokenForm(testSecret, "openid").Encode())).WithContext(ctx)
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	if _, err := h.srv.Client().Do(req); !errors.Is(err, context.DeadlineExceeded) {
+	resp, err := h.srv.Client().Do(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want deadline exceeded", err)
 	}
 	// The handler must return once the client is gone, or srv.Close in Cleanup blocks.
@@ -182,7 +186,7 @@ func TestFaultDropWithoutHijackAborts(t *testing.T) {
 	e := New(Config{ClientID: testClientID})
 	e.SetFault(&Fault{Kind: KindDrop})
 	defer func() {
-		if p := recover(); p != http.ErrAbortHandler {
+		if p := recover(); p != http.ErrAbortHandler { //nolint:errorlint // recover() yields the panic value itself, never a wrapped error; net/http compares it the same way
 			t.Errorf("recovered %v, want http.ErrAbortHandler", p)
 		}
 	}()

@@ -20,9 +20,10 @@ func writeManagementError(w http.ResponseWriter, status int, code, message strin
 	writeJSON(w, status, managementError{ErrorCode: code, Message: message})
 }
 
-// listedSecret is one entry of GET .../secrets, which never carries a value.
-// Timestamps are millisecond strings and expires_at is "PERMANENT", as documented.
-type listedSecret struct {
+// secretFields are the fields of a client secret in both documented answers, the entries
+// of GET .../secrets and the answer of POST .../secrets. Timestamps are millisecond
+// strings and expires_at is "PERMANENT", as documented.
+type secretFields struct {
 	UUID      string `json:"uuid"`
 	CreatedAt string `json:"created_at"`
 	ExpiresAt string `json:"expires_at"`
@@ -31,15 +32,34 @@ type listedSecret struct {
 	SecretUsages []secretUsage `json:"secret_usages"`
 }
 
+// listedSecret is one entry of GET .../secrets, which never carries a value. adobe-ims.md
+// says list entries also carry created_at_str and expires_at_str, but not in what
+// format: not documented by Adobe. The emulator writes created_at_str as RFC 3339 in
+// UTC with milliseconds ("2023-05-02T05:36:17.000Z"), a plausible human-readable
+// rendering of created_at, and expires_at_str as expires_at ("PERMANENT"). Clients
+// should read created_at and expires_at.
+type listedSecret struct {
+	UUID         string        `json:"uuid"`
+	CreatedAt    string        `json:"created_at"`
+	CreatedAtStr string        `json:"created_at_str"`
+	ExpiresAt    string        `json:"expires_at"`
+	ExpiresAtStr string        `json:"expires_at_str"`
+	SecretUsages []secretUsage `json:"secret_usages"`
+}
+
+// timeStrLayout renders created_at_str; see listedSecret.
+const timeStrLayout = "2006-01-02T15:04:05.000Z07:00"
+
 type secretUsage struct {
 	LastUsedAt string `json:"last_used_at"`
 	GrantType  string `json:"grant_type"`
 }
 
-// createdSecret is the answer of POST .../secrets: the only time a value is shown.
+// createdSecret is the answer of POST .../secrets: the only time a value is shown. Its
+// documented shape has no *_str fields.
 type createdSecret struct {
 	ClientSecret string `json:"client_secret"`
-	listedSecret
+	secretFields
 }
 
 type secretList struct {
@@ -47,12 +67,24 @@ type secretList struct {
 	ClientSecrets []listedSecret `json:"client_secrets"`
 }
 
-func (s *clientSecret) listed() listedSecret {
-	l := listedSecret{UUID: s.uuid, CreatedAt: ms(s.createdAt), ExpiresAt: "PERMANENT"}
+func (s *clientSecret) fields() secretFields {
+	f := secretFields{UUID: s.uuid, CreatedAt: ms(s.createdAt), ExpiresAt: "PERMANENT"}
 	if !s.lastUsedAt.IsZero() {
-		l.SecretUsages = []secretUsage{{LastUsedAt: ms(s.lastUsedAt), GrantType: "client_credentials"}}
+		f.SecretUsages = []secretUsage{{LastUsedAt: ms(s.lastUsedAt), GrantType: "client_credentials"}}
 	}
-	return l
+	return f
+}
+
+func (s *clientSecret) listed() listedSecret {
+	f := s.fields()
+	return listedSecret{
+		UUID:         f.UUID,
+		CreatedAt:    f.CreatedAt,
+		CreatedAtStr: s.createdAt.UTC().Format(timeStrLayout),
+		ExpiresAt:    f.ExpiresAt,
+		ExpiresAtStr: f.ExpiresAt,
+		SecretUsages: f.SecretUsages,
+	}
 }
 
 // handleManagement serves
@@ -106,7 +138,7 @@ func (e *Emulator) handleManagement(w http.ResponseWriter, r *http.Request) {
 		// The format of a secret's value is not documented by Adobe.
 		s := &clientSecret{uuid: newUUID(), value: newSecretValue(), createdAt: e.now()}
 		e.secrets = append(e.secrets, s)
-		writeJSON(w, http.StatusCreated, createdSecret{ClientSecret: s.value, listedSecret: s.listed()})
+		writeJSON(w, http.StatusCreated, createdSecret{ClientSecret: s.value, secretFields: s.fields()})
 	case http.MethodDelete:
 		i := slices.IndexFunc(e.secrets, func(s *clientSecret) bool { return s.uuid == parts[4] })
 		if i < 0 {

@@ -3,8 +3,10 @@ package imsemu
 import (
 	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 var secretsPath = prefixManagement + DefaultOrgID + "/credentials/" + DefaultCredentialID + "/secrets"
@@ -27,7 +29,9 @@ type listBody struct {
 	ClientSecrets []struct {
 		UUID         string           `json:"uuid"`
 		CreatedAt    string           `json:"created_at"`
+		CreatedAtStr string           `json:"created_at_str"`
 		ExpiresAt    string           `json:"expires_at"`
+		ExpiresAtStr string           `json:"expires_at_str"`
 		SecretUsages []map[string]any `json:"secret_usages"`
 	} `json:"client_secrets"`
 }
@@ -62,6 +66,7 @@ func TestManagementListCreateDelete(t *testing.T) {
 	}
 	s := l.ClientSecrets[0]
 	if s.UUID != initial || s.CreatedAt != now || s.ExpiresAt != "PERMANENT" ||
+		s.CreatedAtStr != "2025-03-01T12:00:00.000Z" || s.ExpiresAtStr != "PERMANENT" ||
 		len(s.SecretUsages) != 1 || s.SecretUsages[0]["last_used_at"] != now || s.SecretUsages[0]["grant_type"] != "client_credentials" {
 		t.Errorf("secret entry %+v", s)
 	}
@@ -73,11 +78,15 @@ func TestManagementListCreateDelete(t *testing.T) {
 	}
 	created := r.jsonMap(t)
 	value, _ := created["client_secret"].(string)
-	if value == "" || created["uuid"] == "" || created["created_at"] != now || created["expires_at"] != "PERMANENT" {
+	if value == "" || !nonEmpty(created, "uuid") || created["created_at"] != now || created["expires_at"] != "PERMANENT" {
 		t.Errorf("create body %s", r.body)
 	}
 	if v, ok := created["secret_usages"]; !ok || v != nil {
 		t.Errorf("secret_usages = %v (present %v), want null", v, ok)
+	}
+	// The documented POST answer has exactly these fields; the *_str ones are the list's.
+	if len(created) != 5 {
+		t.Errorf("create body %s, want client_secret, uuid, created_at, expires_at, secret_usages", r.body)
 	}
 	if !h.emu.SecretAccepted(value) || !h.emu.SecretAccepted(testSecret) {
 		t.Error("both secrets should be accepted after create")
@@ -87,7 +96,7 @@ func TestManagementListCreateDelete(t *testing.T) {
 	}
 
 	// A third secret is refused: at most 2 exist.
-	if r := h.mgmt(http.MethodPost, secretsPath, token, testClientID); r.status != http.StatusBadRequest || r.jsonMap(t)["error_code"] == "" {
+	if r := h.mgmt(http.MethodPost, secretsPath, token, testClientID); r.status != http.StatusBadRequest || !nonEmpty(r.jsonMap(t), "error_code") {
 		t.Errorf("third secret: %d %s, want 400 with error_code", r.status, r.body)
 	}
 	if got := len(h.emu.Secrets()); got != 2 {
@@ -116,7 +125,7 @@ func TestManagementListCreateDelete(t *testing.T) {
 	if l := h.list(token); len(l.ClientSecrets) != 1 || l.ClientSecrets[0].UUID != created["uuid"] {
 		t.Errorf("list after delete %+v", l)
 	}
-	if r := h.mgmt(http.MethodDelete, secretsPath+"/"+initial, token, testClientID); r.status != http.StatusNotFound || r.jsonMap(t)["error_code"] == "" {
+	if r := h.mgmt(http.MethodDelete, secretsPath+"/"+initial, token, testClientID); r.status != http.StatusNotFound || !nonEmpty(r.jsonMap(t), "error_code") {
 		t.Errorf("deleting again: %d %s, want 404", r.status, r.body)
 	}
 	if got := h.emu.Stats().ManagementRequests; got != 7 {
@@ -152,7 +161,7 @@ func TestManagementRefusals(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := h.mgmt(tc.method, tc.path, tc.token, tc.apiKey)
 			body := r.jsonMap(t)
-			if r.status != tc.status || body["error_code"] == "" || body["message"] == "" {
+			if r.status != tc.status || !nonEmpty(body, "error_code") || !nonEmpty(body, "message") {
 				t.Errorf("got %d %s, want %d with error_code and message", r.status, r.body, tc.status)
 			}
 		})
@@ -177,5 +186,61 @@ func TestManagementEscapedOrgID(t *testing.T) {
 	path := strings.Replace(secretsPath, "@", "%40", 1)
 	if r := h.mgmt(http.MethodGet, path, token, testClientID); r.status != http.StatusOK {
 		t.Errorf("org id with %%40: %d %s", r.status, r.body)
+	}
+}
+
+var uuidFormat = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// TestSecretUUIDsAndTimeStrings: uuids are 32 lowercase hex characters without dashes, as
+// in Adobe's samples, and list entries carry created_at_str and expires_at_str.
+func TestSecretUUIDsAndTimeStrings(t *testing.T) {
+	h := newHarness(t)
+	token := h.mint(testSecret, mgmtScope)
+	initialAt := h.clock.Now()
+	h.clock.Advance(90*time.Minute + 1500*time.Millisecond)
+	r := h.mgmt(http.MethodPost, secretsPath, token, testClientID)
+	if r.status != http.StatusCreated {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	createdUUID, _ := r.jsonMap(t)["uuid"].(string)
+
+	l := h.list(token)
+	if len(l.ClientSecrets) != 2 {
+		t.Fatalf("list %+v, want 2 secrets", l)
+	}
+	tests := []struct {
+		name, uuid, createdAt, createdAtStr string
+	}{
+		{"initial secret", h.emu.Secrets()[0].UUID, ms(initialAt), "2025-03-01T12:00:00.000Z"},
+		{"created secret", createdUUID, ms(h.clock.Now()), "2025-03-01T13:30:01.500Z"},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := l.ClientSecrets[i]
+			if !uuidFormat.MatchString(tc.uuid) || s.UUID != tc.uuid {
+				t.Errorf("uuid %q (listed %q), want 32 lowercase hex characters", tc.uuid, s.UUID)
+			}
+			if s.CreatedAt != tc.createdAt || s.CreatedAtStr != tc.createdAtStr || s.ExpiresAt != "PERMANENT" || s.ExpiresAtStr != "PERMANENT" {
+				t.Errorf("entry %+v, want created_at %s, created_at_str %s, PERMANENT", s, tc.createdAt, tc.createdAtStr)
+			}
+		})
+	}
+	if tests[0].uuid == tests[1].uuid {
+		t.Error("two secrets share a uuid")
+	}
+	// DELETE takes the uuid as listed.
+	if r := h.mgmt(http.MethodDelete, secretsPath+"/"+createdUUID, token, testClientID); r.status != http.StatusNoContent {
+		t.Errorf("delete by uuid: %d %s", r.status, r.body)
+	}
+}
+
+func TestNewUUIDFormat(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		u := newUUID()
+		if !uuidFormat.MatchString(u) || seen[u] {
+			t.Fatalf("uuid %q repeated or not 32 lowercase hex characters", u)
+		}
+		seen[u] = true
 	}
 }

@@ -38,11 +38,18 @@ type validateResponse struct {
 	Token     *tokenClaims `json:"token,omitempty"`
 }
 
-var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"RS256","typ":"JWT"}`))
+// jwtHeader is shaped like the header of Adobe's access tokens: RS256, with the
+// certificate (x5u) and key id (kid) of an IMS signing key. adobe-ims.md documents no
+// keys, so these names point at nothing and the random signature verifies against
+// nothing: the token stays unverifiable locally, as IMS tokens are for their users.
+var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(
+	`{"alg":"RS256","x5u":"ims_na1-key-at-1.cer","kid":"ims_na1-key-at-1","typ":"JWT"}`))
 
-// refusal is an IMS error answer: HTTP status plus the documented error body.
+// refusal is an IMS error answer: HTTP status plus the documented error body, and a
+// Retry-After header when retryAfter is set.
 type refusal struct {
-	status int
+	status     int
+	retryAfter string
 	imsError
 }
 
@@ -50,14 +57,23 @@ func refuse(status int, code, description string) *refusal {
 	return &refusal{status: status, imsError: imsError{Error: code, ErrorDescription: description}}
 }
 
-func (rf *refusal) write(w http.ResponseWriter) { writeJSON(w, rf.status, rf.imsError) }
+func (rf *refusal) write(w http.ResponseWriter) {
+	if rf.retryAfter != "" {
+		w.Header().Set("Retry-After", rf.retryAfter)
+	}
+	writeJSON(w, rf.status, rf.imsError)
+}
 
 // handleToken is POST /ims/token/v3 (client_credentials).
 func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 	resp, rf := e.issue(r)
 	if rf != nil {
 		e.mu.Lock()
-		e.stats.TokenErrors++
+		if rf.status == http.StatusTooManyRequests {
+			e.stats.TokenThrottled++
+		} else {
+			e.stats.TokenErrors++
+		}
 		e.mu.Unlock()
 		rf.write(w)
 		return
@@ -66,8 +82,10 @@ func (e *Emulator) handleToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // issue mints a token for a valid request. Only invalid_client ("invalid client_secret
-// parameter") and invalid_scope are documented by Adobe; the wording of the other
-// refusals (missing parameters, methods, grant types) is ours.
+// parameter"), invalid_scope and the 429 of throttling are documented by Adobe; the
+// wording of the other refusals (missing parameters, methods, grant types) and of the
+// 429 is ours, and so is the order of the checks: the rate limit (see SetRateLimit)
+// comes first, once the request names a client_id.
 func (e *Emulator) issue(r *http.Request) (tokenResponse, *refusal) {
 	if r.Method != http.MethodPost {
 		return tokenResponse{}, refuse(http.StatusMethodNotAllowed, "invalid_request", "use POST")
@@ -77,6 +95,12 @@ func (e *Emulator) issue(r *http.Request) (tokenResponse, *refusal) {
 		return tokenResponse{}, refuse(http.StatusBadRequest, "invalid_request", "malformed request")
 	}
 	f := r.Form
+	e.mu.Lock()
+	rf := e.throttleLocked(f.Get("client_id"))
+	e.mu.Unlock()
+	if rf != nil {
+		return tokenResponse{}, rf
+	}
 	switch f.Get("grant_type") {
 	case "client_credentials":
 	case "":
@@ -141,7 +165,8 @@ func (e *Emulator) checkSecretLocked(f url.Values) (*clientSecret, *refusal) {
 	}
 	secret := e.secretLocked(value)
 	if secret == nil {
-		return nil, refuse(http.StatusBadRequest, "invalid_client", "invalid client_secret parameter")
+		// Documented: 400 invalid_client, or 401 (SetWrongSecretStatus).
+		return nil, refuse(e.wrongSecretStatus, "invalid_client", "invalid client_secret parameter")
 	}
 	return secret, nil
 }
@@ -190,6 +215,12 @@ func (e *Emulator) newTokenLocked(scopes []string, secretUUID string) *tokenReco
 // documented; the emulator answers 200 as well, matching the idempotent revoke that
 // adobe-ims.md asks clients to assume. cascading=all is accepted and changes nothing:
 // client_credentials has no refresh tokens to cascade to.
+//
+// It accepts what Adobe's own libraries send (adobe-ims.md): the X-IMS-ClientId header
+// is optional (Adobe's Node library omits it), and so is client_secret for an access
+// token (Adobe's Go client requires it only for service tokens). What is sent is
+// checked: a header that differs from client_id, or a wrong client_secret, is refused
+// (not documented by Adobe; a client sending either has a bug worth seeing).
 func (e *Emulator) handleInvalidate(w http.ResponseWriter, r *http.Request) {
 	if rf := e.invalidate(r); rf != nil {
 		rf.write(w)
@@ -210,8 +241,7 @@ func (e *Emulator) invalidate(r *http.Request) *refusal {
 	if f.Get("client_id") == "" {
 		return refuse(http.StatusBadRequest, "invalid_request", "missing client_id parameter")
 	}
-	// Adobe's libraries send this header; what IMS does without it is not documented.
-	if r.Header.Get("X-IMS-ClientId") != f.Get("client_id") {
+	if h := r.Header.Values("X-IMS-ClientId"); len(h) > 0 && (len(h) > 1 || h[0] != f.Get("client_id")) {
 		return refuse(http.StatusBadRequest, "invalid_request", "X-IMS-ClientId header must match client_id")
 	}
 	if rf := e.checkClientID(f); rf != nil {
@@ -226,8 +256,10 @@ func (e *Emulator) invalidate(r *http.Request) *refusal {
 
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, rf := e.checkSecretLocked(f); rf != nil {
-		return rf
+	if f.Get("client_secret") != "" { // optional; an empty one counts as absent
+		if _, rf := e.checkSecretLocked(f); rf != nil {
+			return rf
+		}
 	}
 	if rec := e.liveLocked(f.Get("token")); rec != nil && rec.clientID == f.Get("client_id") {
 		rec.Invalidated = true

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestTokenSuccess(t *testing.T) {
 		t.Fatalf("token %q is not JWT-shaped", token)
 	}
 	header := decodeJWTPart(t, parts[0])
-	if header["alg"] != "RS256" || header["typ"] != "JWT" {
+	if header["alg"] != "RS256" || header["typ"] != "JWT" || header["kid"] != "ims_na1-key-at-1" || header["x5u"] != "ims_na1-key-at-1.cer" {
 		t.Errorf("JWT header %v", header)
 	}
 	claims := decodeJWTPart(t, parts[1])
@@ -82,6 +83,59 @@ func TestTokenSuccess(t *testing.T) {
 	}
 	if got := h.emu.Stats(); got.TokenRequests != 1 || got.TokensIssued != 1 || got.TokenErrors != 0 || got.CredentialsInQuery != 0 {
 		t.Errorf("stats %+v", got)
+	}
+}
+
+// TestAccessTokenIsShapedLikeAdobes: a header like that of Adobe's access tokens, and the
+// payload claims adobe-ims.md names, as JSON strings, times in milliseconds.
+func TestAccessTokenIsShapedLikeAdobes(t *testing.T) {
+	h := newHarness(t)
+	h.emu.SetExpiresIn(time.Hour)
+	token := h.mint(testSecret, "openid,AdobeID")
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("token %q is not JWT-shaped", token)
+	}
+	header, claims := decodeJWTPart(t, parts[0]), decodeJWTPart(t, parts[1])
+	tests := []struct {
+		part   string
+		values map[string]any
+		key    string
+		want   string
+	}{
+		{"header", header, "alg", "RS256"},
+		{"header", header, "x5u", "ims_na1-key-at-1.cer"},
+		{"header", header, "kid", "ims_na1-key-at-1"},
+		{"header", header, "typ", "JWT"},
+		{"payload", claims, "type", "access_token"},
+		{"payload", claims, "client_id", testClientID},
+		{"payload", claims, "scope", "openid,AdobeID"},
+		{"payload", claims, "as", "ims-na1"},
+		{"payload", claims, "created_at", ms(h.clock.Now())},
+		{"payload", claims, "expires_in", "3600000"},
+	}
+	for _, tc := range tests {
+		if got, ok := tc.values[tc.key].(string); !ok || got != tc.want {
+			t.Errorf("%s %s = %#v, want the string %q", tc.part, tc.key, tc.values[tc.key], tc.want)
+		}
+	}
+	if len(header) != 4 {
+		t.Errorf("header %v, want exactly alg, x5u, kid, typ", header)
+	}
+	for k, v := range claims {
+		if _, ok := v.(string); !ok {
+			t.Errorf("claim %s = %#v, want a string", k, v)
+		}
+	}
+	// Adobe's Node library: expiry = created_at + expires_in, in milliseconds.
+	created, _ := strconv.ParseInt(claims["created_at"].(string), 10, 64)
+	lifetime, _ := strconv.ParseInt(claims["expires_in"].(string), 10, 64)
+	if got, want := created+lifetime, h.emu.Tokens()[0].ExpiresAt.UnixMilli(); got != want {
+		t.Errorf("created_at + expires_in = %d, want the recorded expiry %d", got, want)
+	}
+	// The signature is random bytes: nothing can verify it, as with IMS's own tokens.
+	if sig, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil || len(sig) != 256 {
+		t.Errorf("signature: %d bytes, %v", len(sig), err)
 	}
 }
 
@@ -255,6 +309,51 @@ func TestInvalidateUnknownOrExpiredTokenSucceeds(t *testing.T) {
 	}
 }
 
+// TestInvalidateAcceptsWhatAdobeLibrariesSend: adobe-ims.md says Adobe's Go client sends
+// X-IMS-ClientId and sends client_secret only for service tokens, Adobe's Node library
+// omits the header, and an emulator must require neither.
+func TestInvalidateAcceptsWhatAdobeLibrariesSend(t *testing.T) {
+	tests := []struct {
+		name              string
+		header            bool
+		edit              func(url.Values)
+		invalidatedBefore bool
+	}{
+		{name: "header and secret", header: true, edit: func(url.Values) {}},
+		{name: "no X-IMS-ClientId (Node library)", edit: func(url.Values) {}},
+		{name: "no client_secret (Go client, access token)", header: true, edit: func(f url.Values) { f.Del("client_secret") }},
+		{name: "neither", edit: func(f url.Values) { f.Del("client_secret") }},
+		{name: "empty client_secret", edit: func(f url.Values) { f.Set("client_secret", "") }},
+		{name: "cascading=all", edit: func(f url.Values) { f.Set("cascading", "all") }},
+		{name: "already invalidated, neither", edit: func(f url.Values) { f.Del("client_secret") }, invalidatedBefore: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			token := h.mint(testSecret, "openid")
+			other := h.mint(testSecret, "openid")
+			if tc.invalidatedBefore {
+				h.postForm(pathInvalidate, invalidateForm(token, testSecret))
+			}
+			form := invalidateForm(token, testSecret)
+			tc.edit(form)
+			var headers []string
+			if tc.header {
+				headers = []string{"X-IMS-ClientId", testClientID}
+			}
+			if r := h.postForm(pathInvalidate, form, headers...); r.status != http.StatusOK || len(r.body) != 0 {
+				t.Fatalf("got %d %q, want 200 with an empty body", r.status, r.body)
+			}
+			if h.emu.TokenValid(token) || !h.emu.TokenValid(other) {
+				t.Errorf("token valid %v, other token valid %v: want false, true", h.emu.TokenValid(token), h.emu.TokenValid(other))
+			}
+			if got := h.emu.Stats().Invalidated; got != 1 {
+				t.Errorf("Invalidated = %d, want 1", got)
+			}
+		})
+	}
+}
+
 func TestInvalidateRefusals(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -263,10 +362,14 @@ func TestInvalidateRefusals(t *testing.T) {
 		code   string
 		desc   string
 	}{
-		{name: "missing X-IMS-ClientId", edit: func(url.Values) {}, code: "invalid_request"},
 		{name: "mismatched X-IMS-ClientId", header: "someone-else", edit: func(url.Values) {}, code: "invalid_request"},
+		{name: "missing client_id", header: testClientID, edit: func(f url.Values) { f.Del("client_id") }, code: "invalid_request"},
 		{name: "wrong secret", header: testClientID, edit: func(f url.Values) { f.Set("client_secret", "nope") },
 			code: "invalid_client", desc: "invalid client_secret parameter"},
+		{name: "wrong secret without X-IMS-ClientId", edit: func(f url.Values) { f.Set("client_secret", "nope") },
+			code: "invalid_client", desc: "invalid client_secret parameter"},
+		{name: "unknown client without X-IMS-ClientId", edit: func(f url.Values) { f.Set("client_id", "someone-else") },
+			code: "invalid_client"},
 		{name: "unknown client", header: "someone-else", edit: func(f url.Values) { f.Set("client_id", "someone-else") },
 			code: "invalid_client"},
 		{name: "missing token_type", header: testClientID, edit: func(f url.Values) { f.Del("token_type") }, code: "invalid_request"},
