@@ -2,7 +2,7 @@ package adobeims
 
 import (
 	"context"
-	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/vault/sdk/framework"
@@ -35,14 +35,16 @@ itself is never shown. Counters are this node's since the plugin started.`,
 				logical.ReadOperation: &framework.PathOperation{
 					Callback:     b.pathMetricsRead,
 					DisplayAttrs: &framework.DisplayAttributes{OperationVerb: "read", OperationSuffix: "metrics"},
-					Summary:      "The engine's counters in Prometheus text format.",
+					Summary:      "The engine's metrics in the Prometheus text exposition format.",
 					Responses:    metricsResponse(),
 				},
 			},
-			HelpSynopsis: "Counters in Prometheus text format, for scraping through Vault's API.",
+			HelpSynopsis: "Metrics in the Prometheus text format, for scraping through Vault's API.",
 			HelpDescription: `External plugins cannot feed Vault's own telemetry, so the engine serves its
-counters here. Scrape it with a Vault token whose policy allows read on this
-path; the values are this node's since the plugin started.`,
+metrics here: counters and IMS latency since the plugin started on this node,
+each shared token's expiry and replacement times, IMS throttling and the
+rotation schedule. Scrape it with a Vault token whose policy allows read on
+this path. docs/monitoring.md lists every metric.`,
 		},
 	}
 }
@@ -86,13 +88,13 @@ func (b *backend) pathInfoRead(ctx context.Context, req *logical.Request, _ *fra
 }
 
 func (b *backend) pathMetricsRead(context.Context, *logical.Request, *framework.FieldData) (*logical.Response, error) {
-	var sb strings.Builder
-	for _, c := range b.metrics.counters() {
-		fmt.Fprintf(&sb, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", c.name, c.help, c.name, c.name, c.value)
+	body, err := b.exposition()
+	if err != nil {
+		return nil, err
 	}
 	return &logical.Response{Data: map[string]any{
-		logical.HTTPContentType: "text/plain; version=0.0.4; charset=utf-8",
-		logical.HTTPRawBody:     []byte(sb.String()),
-		logical.HTTPStatusCode:  200,
+		logical.HTTPContentType: metricsContentType,
+		logical.HTTPRawBody:     body,
+		logical.HTTPStatusCode:  http.StatusOK,
 	}}, nil
 }

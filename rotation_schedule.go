@@ -113,6 +113,7 @@ func (b *backend) rotateCredential(ctx context.Context, req *logical.Request) er
 func (b *backend) rotateAutomatically(ctx context.Context, s logical.Storage, cfg *config, st *rotationStatus) error {
 	now := b.opts.now()
 	if _, err := b.rotate(ctx, s); err != nil {
+		b.metrics.rotationFailures.Add(1)
 		st.Failures++
 		st.LastFailure = now.UTC()
 		st.LastError = err.Error()

@@ -374,6 +374,7 @@ type State struct {
 	LastError   string
 	LastErrorAt time.Time
 	NextAttempt time.Time
+	Failures    int // consecutive failed mints since the last success
 }
 
 // States lists the cached scope sets, sorted by scopes.
@@ -391,7 +392,7 @@ func (c *Cache) States() []State {
 		if e.lastErr != nil {
 			s.LastError, s.LastErrorAt = e.lastErr.Error(), e.lastErrAt
 		}
-		s.NextAttempt = e.nextAttempt
+		s.NextAttempt, s.Failures = e.nextAttempt, e.failures
 		e.mu.Unlock()
 		out = append(out, s)
 	}
