@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -38,14 +39,36 @@ type testEnv struct {
 
 func newTestEnv(t *testing.T) *testEnv {
 	t.Helper()
-	return newTestEnvOn(t, nil)
+	return newTestEnvWith(t, envOptions{})
 }
 
-// newTestEnvOn is newTestEnv on a node whose system view is sys (nil: the
-// SDK's test view, an active node without replication), as for a
-// performance standby or secondary.
-func newTestEnvOn(t *testing.T, sys logical.SystemView) *testEnv {
+// envOptions vary the node newTestEnvWith makes; the zero value is
+// newTestEnv's.
+type envOptions struct {
+	// system stands in for Vault's system view, as for a performance standby
+	// or secondary (nil: the SDK's test view, an active node without
+	// replication).
+	system logical.SystemView
+	// afterIMS, if set, runs when an answer from IMS has arrived, before the
+	// plugin reads it: a test moves the clock there to play a slow answer,
+	// however often the plugin looks at the clock.
+	afterIMS func(*http.Request)
+}
+
+// hookTransport runs after on each round trip that got an answer.
+type hookTransport struct{ after func(*http.Request) }
+
+func (h hookTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil {
+		h.after(req)
+	}
+	return resp, err
+}
+
+func newTestEnvWith(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
+	sys := o.system
 	clock := &fakeClock{now: time.Now().UTC()}
 	emu := newTestEmulator()
 	srv := httptest.NewServer(emu)
@@ -58,8 +81,13 @@ func newTestEnvOn(t *testing.T, sys logical.SystemView) *testEnv {
 	if sys != nil {
 		conf.System = sys
 	}
+	var httpClient *http.Client
+	if o.afterIMS != nil {
+		httpClient = &http.Client{Transport: hookTransport{after: o.afterIMS}}
+	}
 	b := newBackend(backendOptions{
-		now: clock.Now,
+		now:        clock.Now,
+		httpClient: httpClient,
 		imsOptions: ims.Options{
 			RetryMax: 2, RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond,
 			MaxElapsed: 5 * time.Second, AttemptTimeout: 2 * time.Second,

@@ -64,3 +64,20 @@ func TestRevokePastTheTokenExpiryCallsNothing(t *testing.T) {
 		t.Fatalf("revoking a lease whose token expired made %d IMS invalidate requests, want none", n)
 	}
 }
+
+// TestRenewWithoutRoleTTLRunsToTheSafeEnd: a lease under no role ttl (creds,
+// or a role without one) renews up to the token's safe end; only a role's ttl
+// caps the life a renewal gives.
+func TestRenewWithoutRoleTTLRunsToTheSafeEnd(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/r", map[string]any{"scopes": "openid"}))
+	for _, path := range []string{"creds", "creds/r"} {
+		lease := e.creds(path).Secret
+		e.clock.Advance(time.Hour)
+		resp := e.mustOK(e.renew(lease))
+		if want := dayToken - dayMargin; resp.Secret.MaxTTL != want || resp.Secret.TTL != want-time.Hour {
+			t.Errorf("%s renewed an hour in: ttl %s max %s, want %s and %s (the token's safe end)", path, resp.Secret.TTL, resp.Secret.MaxTTL, want-time.Hour, want)
+		}
+	}
+}

@@ -268,25 +268,46 @@ func TestDedicatedRevokeRetriesOnNetworkFailure(t *testing.T) {
 }
 
 func TestTokenAtItsEndIsNeverLeased(t *testing.T) {
-	e := newTestEnv(t)
-	e.configure(map[string]any{"verify": false})
-	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
-	// IMS answers with a token whose safe end has passed by the time the
-	// answer arrives: 5s of life, 0.5s margin, 5s late.
-	e.emu.SetExpiresIn(5 * time.Second)
-	e.clock.SetStep(5 * time.Second) // each look at the clock is 5s later
-	resp, err := e.read("creds/d")
-	e.mustFail(resp, err, "too soon to lease")
-	if resp != nil && resp.Secret != nil {
-		t.Fatalf("a lease was issued: %#v", resp.Secret)
-	}
-	// No lease will revoke the dedicated token, so it must not stay live.
-	issued := e.emu.Tokens()
-	if len(issued) != 1 {
-		t.Fatalf("IMS issued %d tokens, want 1", len(issued))
-	}
-	if !issued[0].Invalidated {
-		t.Fatal("the dedicated token that was not leased is still valid at IMS")
+	// IMS answers with a token whose safe end has passed, or is now, by the
+	// time the answer arrives: the clock moves on while the answer travels.
+	for _, tc := range []struct {
+		name       string
+		life, late time.Duration
+		passed     string
+	}{
+		{"past it", 5 * time.Second, 5 * time.Second, "passed 500ms ago"},     // safe end at 4.5s
+		{"exactly at it", 10 * time.Second, 9 * time.Second, "passed 0s ago"}, // a zero TTL would be the mount's default
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e *testEnv
+			e = newTestEnvWith(t, envOptions{afterIMS: func(req *http.Request) {
+				if strings.HasSuffix(req.URL.Path, "/ims/token/v3") {
+					e.clock.Advance(tc.late)
+				}
+			}})
+			e.configure(map[string]any{"verify": false})
+			e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+			e.emu.SetExpiresIn(tc.life)
+			resp, err := e.read("creds/d")
+			e.mustFail(resp, err, "too soon to lease", tc.passed)
+			if resp != nil && resp.Secret != nil {
+				t.Fatalf("a lease was issued: %#v", resp.Secret)
+			}
+			// No lease will revoke the dedicated token, so it must not stay live.
+			issued := e.emu.Tokens()
+			if len(issued) != 1 {
+				t.Fatalf("IMS issued %d tokens, want 1", len(issued))
+			}
+			if !issued[0].Invalidated {
+				t.Fatal("the dedicated token that was not leased is still valid at IMS")
+			}
+			if n, failed := e.b.metrics.invalidations.Load(), e.b.metrics.invalidationFailures.Load(); n != 1 || failed != 0 {
+				t.Errorf("counters: %d invalidations, %d failed; want 1 and 0", n, failed)
+			}
+			if strings.Contains(e.logs.String(), "could not invalidate") {
+				t.Errorf("the log reports a failed invalidation that succeeded:\n%s", e.logs.String())
+			}
+		})
 	}
 }
 

@@ -26,7 +26,7 @@ func TestDedicatedReadsGoToTheActiveNode(t *testing.T) {
 			// here), so the config and roles are written while the view
 			// says active; the node then reports the state under test.
 			sys := logical.TestSystemView()
-			e := newTestEnvOn(t, sys)
+			e := newTestEnvWith(t, envOptions{system: sys})
 			e.configure(map[string]any{"verify": false})
 			e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
 			e.mustOK(e.write("roles/s", map[string]any{"scopes": "openid"}))

@@ -102,10 +102,11 @@ func mint(t *testing.T, client *http.Client, base string) string {
 	}
 	defer resp.Body.Close()
 	var body map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil || resp.StatusCode != 200 || body["access_token"] == "" {
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	token, _ := body["access_token"].(string)
+	if err != nil || resp.StatusCode != 200 || token == "" {
 		t.Fatalf("token request: %d %v %v", resp.StatusCode, body, err)
 	}
-	token, _ := body["access_token"].(string)
 	return token
 }
 

@@ -140,7 +140,7 @@ func TestAPIRefusals(t *testing.T) {
 			before := h.emu.Stats()
 			r := h.api(tc.method, tc.auth, tc.apiKey, tc.body)
 			body := r.jsonMap(t)
-			if r.status != tc.status || body["error_code"] != tc.code || body["message"] == "" || len(body) != 2 {
+			if r.status != tc.status || body["error_code"] != tc.code || !nonEmpty(body, "message") || len(body) != 2 {
 				t.Errorf("got %d %s, want %d with error_code %q and a message", r.status, r.body, tc.status, tc.code)
 			}
 			if tc.exact != "" && string(r.body) != tc.exact {
@@ -218,7 +218,7 @@ func TestAPIFaults(t *testing.T) {
 		t.Error("API fault hit the token endpoint")
 	}
 	r := call()
-	if body := r.jsonMap(t); r.status != 429 || body["error_code"] != "temporarily_unavailable" || body["message"] == "" ||
+	if body := r.jsonMap(t); r.status != 429 || body["error_code"] != "temporarily_unavailable" || !nonEmpty(body, "message") ||
 		r.header.Get("Retry-After") != "3" {
 		t.Errorf("API fault: %d %s Retry-After %q", r.status, r.body, r.header.Get("Retry-After"))
 	}

@@ -847,3 +847,76 @@ func TestExpiredTokenReplacedOnceByConcurrentReaders(t *testing.T) {
 		}
 	}
 }
+
+// Without options, a failed refresh of a scope set waits 5 seconds before
+// the next attempt, doubling after each failure up to 5 minutes.
+func TestDefaultRetryBackoffDoublesUpToFiveMinutes(t *testing.T) {
+	clock := newFakeClock()
+	ims := &fakeIMS{clock: clock, lifetime: 24 * time.Hour}
+	c := New(ims.mint, Options{Now: clock.Now, AfterFunc: (&fakeTimers{}).AfterFunc})
+	t.Cleanup(c.Close)
+	ctx := context.Background()
+	if _, err := c.Get(ctx, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(17 * time.Hour) // past the refresh point
+	ims.failWith(errors.New("ims down"))
+	for _, want := range []time.Duration{5, 10, 20, 40, 80, 160, 300, 300} {
+		want *= time.Second
+		if n, err := c.Refresh(ctx); n != 0 || err == nil {
+			t.Fatalf("refresh with IMS down = %d, %v; want 0 and an error", n, err)
+		}
+		s := c.States()
+		if len(s) != 1 {
+			t.Fatalf("states %+v", s)
+		}
+		if got := s[0].NextAttempt.Sub(clock.Now()); got != want {
+			t.Fatalf("after a failed refresh the next attempt is %s away, want %s", got, want)
+		}
+		clock.Advance(want)
+	}
+}
+
+// Refresh replaces every token that is due, not only the first it finds.
+func TestRefreshReplacesEveryDueToken(t *testing.T) {
+	c, ims, clock := newTestCache(t, 24*time.Hour)
+	ctx := context.Background()
+	for _, s := range []string{"a", "b", "c"} {
+		if _, err := c.Get(ctx, []string{s}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(17 * time.Hour)
+	if n, err := c.Refresh(ctx); n != 3 || err != nil {
+		t.Fatalf("refresh of three due tokens = %d, %v; want 3, nil", n, err)
+	}
+	if n := ims.calls.Load(); n != 6 {
+		t.Fatalf("IMS calls = %d, want 6", n)
+	}
+}
+
+// States shows each scope set's token times and last read, never the token.
+func TestStatesShowTimesNotTokens(t *testing.T) {
+	c, _, clock := newTestCache(t, 30*time.Minute)
+	minted := clock.Now()
+	r, err := c.Get(context.Background(), []string{"b", "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Minute)
+	mustGet(t, c, "a", "b")
+	s := c.States()
+	if len(s) != 1 {
+		t.Fatalf("states %+v, want one", s)
+	}
+	want := State{
+		Scopes: "a,b", MintedAt: minted, ExpiresAt: minted.Add(30 * time.Minute),
+		RefreshAt: minted.Add(20 * time.Minute), SafeEnd: minted.Add(27 * time.Minute), LastUsed: minted.Add(time.Minute),
+	}
+	if s[0] != want {
+		t.Fatalf("state %+v\nwant  %+v", s[0], want)
+	}
+	if strings.Contains(fmt.Sprintf("%+v", s), r.Token.AccessToken) {
+		t.Fatal("States shows the token")
+	}
+}
