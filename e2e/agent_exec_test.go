@@ -130,24 +130,9 @@ func TestAgentExecRestartsAppWithNewToken(t *testing.T) {
 		t.Fatalf("building the application: %v\n%s", err, out)
 	}
 
-	tokenFile := filepath.Join(dir, "vault-token")
-	if err := os.WriteFile(tokenFile, []byte(v.appToken("firefly")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	record := filepath.Join(dir, "app-record")
 	// The exec recipe of docs/calling-adobe-apis.md, with this test's paths.
-	hcl := fmt.Sprintf(`
-vault {
-  address = "http://%s"
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template_config {
+	hcl := v.agentConfig(t, dir, v.appToken("firefly"), fmt.Sprintf(`template_config {
   exit_on_retry_failure = true
 }
 env_template "ADOBE_ACCESS_TOKEN" {
@@ -163,7 +148,7 @@ exec {
   restart_on_secret_changes = "always"
   restart_stop_signal       = "SIGTERM"
 }
-`, v.addr, tokenFile, app, emu.URL+imsemu.APIPath, record)
+`, app, emu.URL+imsemu.APIPath, record))
 	start := time.Now()
 	agentDone := startVaultProcess(t, dir, "agent", hcl)
 
@@ -343,24 +328,9 @@ func TestAgentTemplateEnvFile(t *testing.T) {
 	v.mustCLI("write", "adobe/roles/firefly", "scopes=openid,AdobeID,firefly_api,ff_apis")
 
 	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "vault-token")
-	if err := os.WriteFile(tokenFile, []byte(v.appToken("firefly")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	envFile := filepath.Join(dir, "adobe.env")
 	// The env-file recipe of docs/calling-adobe-apis.md, with this test's paths.
-	hcl := fmt.Sprintf(`
-vault {
-  address = "http://%s"
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template {
+	hcl := v.agentConfig(t, dir, v.appToken("firefly"), fmt.Sprintf(`template {
   destination = %q
   perms       = "0600"
   contents    = <<EOT
@@ -370,7 +340,7 @@ ADOBE_API_KEY={{ .Data.client_id }}
 {{ end -}}
 EOT
 }
-`, v.addr, tokenFile, envFile)
+`, envFile))
 	agentDone := startVaultProcess(t, dir, "agent", hcl)
 
 	env := map[string]string{}

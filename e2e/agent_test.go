@@ -43,30 +43,15 @@ func TestAgentRendersAndRefreshesToken(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "vault-token")
 	dest := filepath.Join(dir, "adobe-token")
-	if err := os.WriteFile(tokenFile, []byte(agentToken), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hcl := fmt.Sprintf(`
-vault {
-  address = "http://%s"
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-template_config {
+	hcl := v.agentConfig(t, dir, agentToken, fmt.Sprintf(`template_config {
   exit_on_retry_failure = true
 }
 template {
   contents    = "{{ with secret \"adobe/creds/firefly\" }}{{ .Data.access_token }}{{ end }}"
   destination = %q
 }
-`, v.addr, tokenFile, dest)
+`, dest))
 	agentDone := agentStart(t, dir, hcl)
 
 	// agentWaitFor polls the rendered file until it holds a token other

@@ -512,3 +512,26 @@ func callAdobeAPI(t *testing.T, emu *emulator, accessToken, apiKey string) apiAn
 	}
 	return a
 }
+
+// agentConfig is the config of a Vault Agent or Vault Proxy that talks to v
+// and authenticates with token, written to a file in dir; rest is the
+// remainder of the config (templates, exec, listeners, caches).
+func (v *vaultServer) agentConfig(t *testing.T, dir, token, rest string) string {
+	t.Helper()
+	tokenFile := filepath.Join(dir, "vault-token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`
+vault {
+  address = "http://%s"
+}
+auto_auth {
+  method "token_file" {
+    config = {
+      token_file_path = %q
+    }
+  }
+}
+`, v.addr, tokenFile) + rest
+}

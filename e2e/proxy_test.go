@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -42,24 +41,9 @@ func TestProxyCachesCredsLease(t *testing.T) {
 	v.mustCLI("write", "adobe/roles/firefly", "scopes=openid,AdobeID,firefly_api,ff_apis")
 
 	dir := t.TempDir()
-	tokenFile := filepath.Join(dir, "vault-token")
-	if err := os.WriteFile(tokenFile, []byte(v.appToken("firefly")), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	addr := pxFreeAddr(t)
 	// The proxy recipe of docs/calling-adobe-apis.md, with this test's addresses.
-	hcl := fmt.Sprintf(`
-vault {
-  address = "http://%s"
-}
-auto_auth {
-  method "token_file" {
-    config = {
-      token_file_path = %q
-    }
-  }
-}
-cache {}
+	hcl := v.agentConfig(t, dir, v.appToken("firefly"), fmt.Sprintf(`cache {}
 api_proxy {
   use_auto_auth_token = true
 }
@@ -67,7 +51,7 @@ listener "tcp" {
   address     = %q
   tls_disable = true
 }
-`, v.addr, tokenFile, addr)
+`, addr))
 	proxyDone := startVaultProcess(t, dir, "proxy", hcl)
 	hc := &http.Client{Timeout: 30 * time.Second}
 	eventually(t, 30*time.Second, "vault proxy to answer on "+addr, func() error {
