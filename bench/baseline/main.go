@@ -69,6 +69,8 @@ func factory(ctx context.Context, conf *logical.BackendConfig) (logical.Backend,
 						"token_type":   "bearer",
 						"expires_at":   expiresAt.Format(time.RFC3339),
 						"scopes":       []string{"openid", "firefly_api"},
+						// loadbench's client ID: creds returns it too (for x-api-key).
+						"client_id": "loadbench-client-id",
 					}, map[string]any{
 						"scopes":     "openid,firefly_api",
 						"expires_at": expiresAt.Format(time.RFC3339Nano),
