@@ -38,6 +38,15 @@ func TestThrottleWindowThroughVault(t *testing.T) {
 	before := emu.Stats().TokenRequests
 	start := time.Now()
 
+	// The API client retries a 429 by itself (twice, a second or more
+	// apart); the plugin's own answer is what is measured here.
+	reader, err := v.client.Clone()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader.SetToken(v.client.Token())
+	reader.SetMaxRetries(0)
+
 	paths := []string{"adobe/creds/dedicated"}
 	for i := range cold {
 		paths = append(paths, fmt.Sprintf("adobe/creds/cold%d", i))
@@ -50,7 +59,7 @@ func TestThrottleWindowThroughVault(t *testing.T) {
 		path := paths[i%len(paths)]
 		wg.Go(func() {
 			began := time.Now()
-			_, err := v.client.Logical().Read(path)
+			_, err := reader.Logical().Read(path)
 			took := time.Since(began)
 			mu.Lock()
 			defer mu.Unlock()
@@ -74,9 +83,10 @@ func TestThrottleWindowThroughVault(t *testing.T) {
 	if n := emu.Stats().TokenRequests - before; n != 1 {
 		t.Errorf("%d IMS token requests during the throttle window, want 1", n)
 	}
-	// Waiting out the window inside a read would take 20 s.
-	if slowest >= window/2 {
-		t.Errorf("the slowest read took %s: reads waited for the throttle instead of failing at once", slowest)
+	// Waiting out the window inside a read would take 20 s; the issue's
+	// bound for failing at once is 2 s.
+	if slowest >= 2*time.Second {
+		t.Errorf("the slowest read took %s: reads waited instead of failing at once", slowest)
 	}
 	t.Logf("economy: throttle window: 30 cold and dedicated reads, %d IMS token requests, slowest read %s",
 		emu.Stats().TokenRequests-before, slowest.Round(time.Millisecond))
