@@ -101,6 +101,18 @@ type backend struct {
 type connection struct {
 	config *config
 	client *ims.Client
+	// refused says why this config hands out no token (it names scopes no
+	// creds token may carry: a config stored before they were refused),
+	// worked out once here rather than on every read.
+	refused error
+}
+
+// connectLocked makes cfg the config tokens are minted with. The caller
+// holds b.mu.
+func (b *backend) connectLocked(cfg *config) *connection {
+	b.gate.SetLimit(cfg.maxConcurrentIMSRequests())
+	b.conn = &connection{config: cfg, client: b.newIMSClient(cfg), refused: refuseSecretScopes(cfg.Scopes)}
+	return b.conn
 }
 
 func newBackend(opts backendOptions) *backend {
@@ -233,12 +245,9 @@ func (b *backend) useConfigLocked(old, cfg *config) uint64 {
 	if cfg == nil || old == nil || old.ClientID != cfg.ClientID || old.IMSURL != cfg.IMSURL {
 		b.gate.Reset()
 	}
-	if cfg != nil {
-		b.gate.SetLimit(cfg.maxConcurrentIMSRequests())
-	}
 	b.conn = nil
 	if cfg != nil {
-		b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
+		b.connectLocked(cfg)
 	}
 	return b.cache.Generation()
 }
@@ -277,9 +286,7 @@ func (b *backend) connection(ctx context.Context, s logical.Storage) (*connectio
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	b.conn = &connection{config: cfg, client: b.newIMSClient(cfg)}
-	b.gate.SetLimit(cfg.maxConcurrentIMSRequests())
-	return b.conn, nil
+	return b.connectLocked(cfg), nil
 }
 
 func (b *backend) newIMSClient(cfg *config) *ims.Client {

@@ -118,9 +118,8 @@ func (b *backend) pathCredsRead(ctx context.Context, req *logical.Request, d *fr
 	}
 
 	cr := credsRequest{role: &role{Mode: modeShared}, scopes: conn.config.Scopes}
-	// A config stored before these scopes were refused may still name them.
-	if err := refuseSecretScopes(conn.config.Scopes); err != nil {
-		return logical.ErrorResponse("this config cannot hand out tokens: " + err.Error() + "; write config scopes again without it"), nil
+	if conn.refused != nil {
+		return logical.ErrorResponse("this config cannot hand out tokens: " + conn.refused.Error() + "; write config scopes again without it"), nil
 	}
 	if name, ok := d.GetOk(keyRole); ok {
 		cr.roleName = name.(string)
