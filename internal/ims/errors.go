@@ -341,3 +341,37 @@ func scrubErr(err error, secrets []string) error {
 	}
 	return err
 }
+
+// echoedStrings returns the strings a JSON object body holds under key, at
+// the top level and, when list is not empty, in the objects of the array
+// under list, matching keys regardless of case as Go's decoder does. An
+// error about a response redacts them: a token or a secret a server echoes
+// must not reach an error through some other field's description.
+func echoedStrings(body []byte, key, list string) []string {
+	var top map[string]any
+	if json.Unmarshal(body, &top) != nil {
+		return nil
+	}
+	var out []string
+	collect := func(obj map[string]any) {
+		for k, v := range obj {
+			if s, ok := v.(string); ok && strings.EqualFold(k, key) {
+				out = append(out, s)
+			}
+		}
+	}
+	collect(top)
+	if list == "" {
+		return out
+	}
+	for k, v := range top {
+		if items, ok := v.([]any); ok && strings.EqualFold(k, list) {
+			for _, item := range items {
+				if obj, ok := item.(map[string]any); ok {
+					collect(obj)
+				}
+			}
+		}
+	}
+	return out
+}

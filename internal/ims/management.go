@@ -142,7 +142,7 @@ func (m *Management) request(ctx context.Context, op string, retry retryPolicy, 
 	}
 	// A secret's value in the response must not reach an error about it,
 	// whether or not decoding got that far.
-	call.secrets = append(call.secrets, echoedSecrets(body)...)
+	call.secrets = append(call.secrets, echoedStrings(body, "client_secret", "client_secrets")...)
 	return call, resp, body, nil
 }
 
@@ -206,36 +206,6 @@ func (j *jsonText) UnmarshalJSON(b []byte) error {
 type timestampError struct{ raw string }
 
 func (t *timestampError) Error() string { return "a timestamp is not in milliseconds since the epoch" }
-
-// echoedSecrets returns the client secret values a management response
-// holds, at the top level or in its list, under any key the decoder could
-// take them from (it matches keys regardless of case), so that an error
-// about the response can redact them.
-func echoedSecrets(body []byte) []string {
-	var top map[string]any
-	if json.Unmarshal(body, &top) != nil {
-		return nil
-	}
-	var out []string
-	collect := func(obj map[string]any) {
-		for k, v := range obj {
-			if s, ok := v.(string); ok && strings.EqualFold(k, "client_secret") {
-				out = append(out, s)
-			}
-		}
-	}
-	collect(top)
-	for k, v := range top {
-		if list, ok := v.([]any); ok && strings.EqualFold(k, "client_secrets") {
-			for _, item := range list {
-				if obj, ok := item.(map[string]any); ok {
-					collect(obj)
-				}
-			}
-		}
-	}
-	return out
-}
 
 // describeJSONError says what is wrong with a body without quoting it:
 // the body of a created secret holds the secret. What it does quote of the

@@ -105,7 +105,7 @@ func tokenError(call *call, err error) error {
 		return ie // no response: the call described it already
 	}
 	// A token in a response refused for another reason is still a token.
-	call.secrets = append(call.secrets, echoedTokens(call.body.Bytes())...)
+	call.secrets = append(call.secrets, echoedStrings(call.body.Bytes(), "access_token", "")...)
 	var re *oauth2.RetrieveError
 	if errors.As(err, &re) && re.Response != nil {
 		e := call.newError(re.Response)
@@ -123,22 +123,6 @@ func tokenError(call *call, err error) error {
 		return call.fail(call.final, fmt.Errorf("reading the response: %w", stripURL(call.bodyErr)))
 	}
 	return call.fail(call.final, diagnoseTokenBody(call.final.Header.Get("Content-Type"), call.body.Bytes(), call.secrets))
-}
-
-// echoedTokens returns the access tokens a JSON body holds, under any key
-// oauth2's decoder could take one from (it matches keys regardless of case).
-func echoedTokens(body []byte) []string {
-	var m map[string]any
-	if json.Unmarshal(body, &m) != nil {
-		return nil
-	}
-	var out []string
-	for k, v := range m {
-		if s, ok := v.(string); ok && strings.EqualFold(k, "access_token") {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 // diagnoseTokenBody says why a 2xx body oauth2 refused is not a token.
