@@ -16,6 +16,7 @@ import (
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/testclock"
 )
 
 const (
@@ -69,7 +70,7 @@ func (h hookTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 func newTestEnvWith(t *testing.T, o envOptions) *testEnv {
 	t.Helper()
 	sys := o.system
-	clock := &fakeClock{now: time.Now().UTC()}
+	clock := testclock.New(time.Now().UTC())
 	emu := newTestEmulator()
 	srv := httptest.NewServer(emu)
 	t.Cleanup(srv.Close)
@@ -262,32 +263,8 @@ func dump(resp *logical.Response, err error) string {
 	return b.String()
 }
 
-// fakeClock is a settable clock; with a step, every reading advances it,
-// which plays a slow upstream without sleeping.
-type fakeClock struct {
-	mu   sync.Mutex
-	now  time.Time
-	step time.Duration
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(c.step)
-	return c.now
-}
-
-func (c *fakeClock) SetStep(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.step = d
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+// fakeClock is the tests' clock: it moves only when told.
+type fakeClock = testclock.Clock
 
 type syncBuffer struct {
 	mu sync.Mutex

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/testclock"
 )
 
 // Steps of a rotation as the network and storage see them.
@@ -80,7 +81,7 @@ func newRotateEnv(t *testing.T, opts rotateOptions) *rotateEnv {
 	t.Cleanup(srv.Close)
 
 	e := &rotateEnv{mem: &logical.InmemStorage{}, secrets: []string{testClientSecret}, waits: make(chan string, 64), opts: opts}
-	e.testEnv = &testEnv{t: t, emu: emu, srv: srv, clock: &fakeClock{now: time.Now().UTC()}, logs: &syncBuffer{}, storage: &faultyStorage{Storage: e.mem, env: e}}
+	e.testEnv = &testEnv{t: t, emu: emu, srv: srv, clock: testclock.New(time.Now().UTC()), logs: &syncBuffer{}, storage: &faultyStorage{Storage: e.mem, env: e}}
 	e.start()
 	t.Cleanup(func() {
 		e.b.Clean(context.Background())

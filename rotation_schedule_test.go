@@ -210,9 +210,3 @@ func TestRollbackLogIsLocalStorage(t *testing.T) {
 		t.Fatalf("local storage %v lacks the write-ahead log prefix %q", b.PathsSpecial.LocalStorage, framework.WALPrefix)
 	}
 }
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}

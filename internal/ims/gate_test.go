@@ -11,27 +11,13 @@ import (
 	"time"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/testclock"
 )
 
 // fakeClock moves only when told, so throttle windows pass without sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = testclock.Clock
 
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newFakeClock() *fakeClock { return testclock.New(time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)) }
 
 func gatedClient(url string, gate *imsgate.Gate) *Client {
 	opts := fastOptions(&recorder{})

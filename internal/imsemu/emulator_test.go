@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/testclock"
 )
 
 const (
@@ -23,22 +25,7 @@ const (
 var mgmtScope = strings.Join(managementScopes, ",")
 
 // fakeClock is the emulator's clock in tests: expiry is reached by moving it, not by sleeping.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type fakeClock = testclock.Clock
 
 type harness struct {
 	t     *testing.T
@@ -49,7 +36,7 @@ type harness struct {
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	clock := &fakeClock{t: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC))
 	emu := New(Config{
 		ClientID:     testClientID,
 		ClientSecret: testSecret,
