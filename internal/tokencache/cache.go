@@ -283,7 +283,8 @@ func (c *Cache) Put(tok *Token, gen uint64) bool {
 //
 //nolint:contextcheck // by design, as above; this also spares Put's callers
 func (c *Cache) save(key string, tok *Token) {
-	if c.opts.Store == nil {
+	// After Close (an unmount) the Store may be gone with the mount.
+	if c.opts.Store == nil || c.closed.Load() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(c.bgCtx, c.opts.MintTimeout)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -168,5 +169,36 @@ func TestPurgedMintIsNotSaved(t *testing.T) {
 	}
 	if store.get(Key(storeScopes)) != nil || store.saves != 0 {
 		t.Fatal("a token minted before the purge was saved")
+	}
+}
+
+// TestMintFinishingAfterCloseSavesNothing: after Close (an unmount) the cache
+// hands the Store nothing: the mount's storage may be gone, and the failed
+// save would only be a warning in the log.
+func TestMintFinishingAfterCloseSavesNothing(t *testing.T) {
+	clock := newFakeClock()
+	store := &memStore{tokens: map[string]*Token{}}
+	var storeErrs atomic.Int64
+	started, release := make(chan struct{}), make(chan struct{})
+	mint := func(_ context.Context, scopes []string) (*Token, error) {
+		close(started)
+		<-release // ignores cancellation, as a slow answer already on its way would
+		return tokenFor(clock, scopes, time.Hour), nil
+	}
+	c := New(mint, Options{Now: clock.Now, Store: store, AfterFunc: (&fakeTimers{}).AfterFunc,
+		OnStoreError: func(string, error) { storeErrs.Add(1) }})
+	got := make(chan error, 1)
+	go func() { _, err := c.Get(context.Background(), storeScopes); got <- err }()
+	recv(t, started, "the mint")
+	c.Close()
+	close(release)
+	if err := <-got; err != nil {
+		t.Fatalf("get whose mint finished after Close: %v", err)
+	}
+	store.mu.Lock()
+	saves := store.saves
+	store.mu.Unlock()
+	if saves != 0 || storeErrs.Load() != 0 {
+		t.Fatalf("%d saves and %d store errors after Close, want none", saves, storeErrs.Load())
 	}
 }
