@@ -139,6 +139,8 @@ func TestReadsPastTheRefreshPointStartOneRefresh(t *testing.T) {
 	if n := strings.Count(e.logs.String(), warning); n != 1 {
 		t.Errorf("the failed refresh was logged %d times, want once", n)
 	}
+	// Nothing the hang started is left behind.
+	waitFor(t, "goroutines back near the baseline", func() bool { return runtime.NumGoroutine() <= baseline+20 })
 }
 
 // TestUnmountDuringARefreshLogsNothing: unmounting (Clean) while a background

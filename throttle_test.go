@@ -80,3 +80,29 @@ func TestMaxConcurrentIMSRequests(t *testing.T) {
 		t.Errorf("the gate's limit is %d, want 2", got)
 	}
 }
+
+// TestRefreshWaitsOutAThrottle: a background refresh due while IMS throttles
+// the credential sends nothing, and the token it would replace keeps being
+// served until its safe end.
+func TestRefreshWaitsOutAThrottle(t *testing.T) {
+	e := newTestEnv(t)
+	e.configure(map[string]any{"verify": false})
+	e.mustOK(e.write("roles/cold", map[string]any{"scopes": "openid,firefly_api"}))
+	warm := e.creds("creds").Data[keyAccessToken]
+	e.clock.Advance(17 * time.Hour) // past the refresh point, before the safe end
+
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: http.StatusTooManyRequests, RetryAfter: "60", Times: 1})
+	resp, err := e.read("creds/cold")
+	e.mustFail(resp, err, "throttling this credential")
+	requests := e.emu.Stats().TokenRequests
+
+	if got := e.creds("creds").Data[keyAccessToken]; got != warm {
+		t.Error("the token due for replacement was not served while throttled")
+	}
+	if err := e.periodic(); err == nil || !strings.Contains(err.Error(), "throttling this credential") {
+		t.Errorf("periodic refresh while throttled = %v, want the throttle error", err)
+	}
+	if n := e.emu.Stats().TokenRequests - requests; n != 0 {
+		t.Errorf("%d token requests left the plugin while IMS throttles it", n)
+	}
+}
