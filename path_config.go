@@ -212,9 +212,6 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		return logical.ErrorResponse(err.Error()), nil
 	}
 	scheduleRotation(cfg, old, b.opts.now())
-	if err := b.registerRotation(ctx, req, cfg, old); err != nil {
-		return nil, err
-	}
 
 	var verified *tokencache.Token
 	if d.Get(keyVerify).(bool) {
@@ -222,6 +219,10 @@ func (b *backend) pathConfigWrite(ctx context.Context, req *logical.Request, d *
 		if err != nil {
 			return imsErrorResponse("verifying the credential (nothing was saved; set verify=false to save without minting a token)", err)
 		}
+	}
+	// Only a write that will be saved tells Vault's rotation manager.
+	if err := b.registerRotation(ctx, req, cfg, old); err != nil {
+		return nil, err
 	}
 
 	if err := putConfig(ctx, req.Storage, cfg); err != nil {

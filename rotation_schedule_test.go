@@ -210,3 +210,17 @@ func TestRollbackLogIsLocalStorage(t *testing.T) {
 		t.Fatalf("local storage %v lacks the write-ahead log prefix %q", b.PathsSpecial.LocalStorage, framework.WALPrefix)
 	}
 }
+
+// TestRefusedWriteRegistersNoRotationJob: a write that saves nothing (IMS
+// refuses the credential) leaves Vault's rotation manager alone too.
+func TestRefusedWriteRegistersNoRotationJob(t *testing.T) {
+	sys := newEnterpriseSystemView()
+	e := newRotateEnv(t, rotateOptions{system: sys})
+	e.configureForRotation(nil)
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointToken, Kind: imsemu.KindStatus, Status: 400, ErrorCode: "invalid_scope"})
+	resp, err := e.write("config", map[string]any{keyRotationPeriod: "720h"})
+	e.mustFail(resp, err, "nothing was saved")
+	if len(sys.registered) != 0 {
+		t.Fatalf("a refused write registered %d rotation jobs", len(sys.registered))
+	}
+}
