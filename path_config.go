@@ -357,6 +357,19 @@ func mergeConfig(old *config, d *framework.FieldData) (*config, error) {
 }
 
 func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ *framework.FieldData) (*logical.Response, error) {
+	old, err := getConfig(ctx, req.Storage)
+	if err != nil {
+		return nil, err
+	}
+	// A rotation job left with Vault's rotation manager would call back for
+	// a config that no longer exists.
+	if old != nil {
+		none := *old
+		none.RotationPeriod, none.RotationSchedule = 0, ""
+		if err := b.registerRotation(ctx, req, &none, old); err != nil {
+			return nil, err
+		}
+	}
 	if err := req.Storage.Delete(ctx, configStorageKey); err != nil {
 		return nil, fmt.Errorf("deleting config: %w", err)
 	}

@@ -224,3 +224,18 @@ func TestRefusedWriteRegistersNoRotationJob(t *testing.T) {
 		t.Fatalf("a refused write registered %d rotation jobs", len(sys.registered))
 	}
 }
+
+// TestConfigDeleteDeregistersTheRotationJob: deleting the config leaves no
+// job with Vault's rotation manager calling back for it.
+func TestConfigDeleteDeregistersTheRotationJob(t *testing.T) {
+	sys := newEnterpriseSystemView()
+	e := newRotateEnv(t, rotateOptions{system: sys})
+	e.configureForRotation(map[string]any{keyRotationPeriod: "720h"})
+	if len(sys.registered) != 1 {
+		t.Fatalf("%d jobs registered, want 1", len(sys.registered))
+	}
+	e.mustOK(e.request(logical.DeleteOperation, "config", nil))
+	if len(sys.deregistered) != 1 || sys.deregistered[0].ReqPath != configStorageKey {
+		t.Fatalf("deregistered %+v after the config was deleted, want the config job", sys.deregistered)
+	}
+}
