@@ -82,8 +82,14 @@ func TestMaxConcurrentIMSRequests(t *testing.T) {
 }
 
 // TestRefreshWaitsOutAThrottle: a background refresh due while IMS throttles
-// the credential sends nothing, and the token it would replace keeps being
-// served until its safe end.
+// the credential sends nothing, whether the periodic function or a reader
+// past the refresh point starts it, and the token it would replace keeps
+// being served until its safe end.
+//
+// The periodic refresh runs first: a reader past the refresh point starts a
+// refresh of its own, whose recorded failure would make the periodic one wait
+// out its back-off, and which of the two ran first would then decide what
+// periodic returns.
 func TestRefreshWaitsOutAThrottle(t *testing.T) {
 	e := newTestEnv(t)
 	e.configure(map[string]any{"verify": false})
@@ -96,12 +102,30 @@ func TestRefreshWaitsOutAThrottle(t *testing.T) {
 	e.mustFail(resp, err, "throttling this credential")
 	requests := e.emu.Stats().TokenRequests
 
-	if got := e.creds("creds").Data[keyAccessToken]; got != warm {
-		t.Error("the token due for replacement was not served while throttled")
-	}
 	if err := e.periodic(); err == nil || !strings.Contains(err.Error(), "throttling this credential") {
 		t.Errorf("periodic refresh while throttled = %v, want the throttle error", err)
 	}
+	// The token being replaced is the one cached scope set with a token.
+	failures := func() int {
+		for _, s := range e.b.cache.States() {
+			if !s.MintedAt.IsZero() {
+				return s.Failures
+			}
+		}
+		return 0
+	}
+	before := failures()
+	if before == 0 {
+		t.Fatal("the failed periodic refresh left no failure on the token's state")
+	}
+
+	// Past the back-off, within the throttle: a reader past the refresh
+	// point starts a refresh, which the throttle stops before IMS.
+	e.clock.Advance(10 * time.Second)
+	if got := e.creds("creds").Data[keyAccessToken]; got != warm {
+		t.Error("the token due for replacement was not served while throttled")
+	}
+	waitFor(t, "the reader-started refresh to fail", func() bool { return failures() > before })
 	if n := e.emu.Stats().TokenRequests - requests; n != 0 {
 		t.Errorf("%d token requests left the plugin while IMS throttles it", n)
 	}
