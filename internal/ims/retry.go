@@ -127,11 +127,45 @@ func (c *call) do(req *http.Request) (*http.Response, []byte, error) {
 		return nil, nil, err
 	}
 	defer resp.Body.Close() //nolint:errcheck // read side: the body is read up to maxBody; a close error loses nothing
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	body, err := io.ReadAll(&limitedBody{ReadCloser: resp.Body})
 	if err != nil {
 		return nil, nil, c.fail(resp, fmt.Errorf("reading the response: %w", stripURL(err)))
 	}
 	return resp, body, nil
+}
+
+// limitedBody reads a response body up to maxBody bytes and fails the read
+// that finds more, rather than ending there as io.LimitReader would: a body
+// cut short can still parse, as a JSON object followed by padding does.
+// It looks for the byte past the limit in the read that reaches the limit,
+// so that a caller reading through a limit of its own (oauth2 stops at 1 MiB)
+// still gets the error.
+type limitedBody struct {
+	io.ReadCloser
+	n int // bytes returned so far
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.n >= maxBody {
+		return 0, b.probe()
+	}
+	p = p[:min(len(p), maxBody-b.n)]
+	n, err := b.ReadCloser.Read(p)
+	b.n += n
+	if err == nil && b.n >= maxBody {
+		err = b.probe()
+	}
+	return n, err
+}
+
+// probe reads one byte past the limit: an error saying the body is too
+// large if there is one, io.EOF if the body ended at the limit.
+func (b *limitedBody) probe() error {
+	var one [1]byte
+	if _, err := io.ReadFull(b.ReadCloser, one[:]); err != nil {
+		return err // io.EOF when the body ended exactly at the limit
+	}
+	return localErrorf("the response body is larger than %d MiB, the most this client reads: it was not read to its end", maxBody>>20)
 }
 
 // RoundTrip lets oauth2 send through the call, and keeps a copy of the final
@@ -142,7 +176,7 @@ func (c *call) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = &teeBody{ReadCloser: resp.Body, c: c}
+	resp.Body = &teeBody{ReadCloser: &limitedBody{ReadCloser: resp.Body}, c: c}
 	return resp, nil
 }
 
