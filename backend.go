@@ -20,6 +20,7 @@ import (
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
@@ -105,6 +106,26 @@ type connection struct {
 	// creds token may carry: a config stored before they were refused),
 	// worked out once here rather than on every read.
 	refused error
+}
+
+// String, GoString and Format print the config and the client without the
+// client secret. They are needed although both redact themselves: for a verb
+// such as %s, fmt prints what an unexported pointer field points to field by
+// field, without calling its methods.
+func (c connection) String() string                { return fmt.Sprint(c.withoutSecrets()) }
+func (c connection) GoString() string              { return fmt.Sprintf("%#v", c.withoutSecrets()) }
+func (c connection) Format(f fmt.State, verb rune) { redact.Format(f, verb, c.withoutSecrets()) }
+
+// redactedConnection is what formatting a connection shows. Its fields are
+// exported, so that fmt calls their own formatting methods.
+type redactedConnection struct {
+	Config  *config
+	Client  *ims.Client
+	Refused error
+}
+
+func (c connection) withoutSecrets() redactedConnection {
+	return redactedConnection{Config: c.config, Client: c.client, Refused: c.refused}
 }
 
 // connectLocked makes cfg the config tokens are minted with. The caller

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
@@ -89,6 +90,23 @@ type config struct {
 	// RotationJobID is the id Vault's rotation manager gave the job; empty
 	// when the plugin's own scheduler drives rotation (Community Edition).
 	RotationJobID string `json:"rotation_job_id,omitempty"`
+}
+
+// String, GoString and Format print the config with its client secret
+// replaced by redact.Marker, whatever the verb: a log line, an error or a
+// panic message that formats a config cannot carry the secret. JSON, and so
+// storage, still holds it.
+func (c config) String() string                { return fmt.Sprint(c.withoutSecrets()) }
+func (c config) GoString() string              { return fmt.Sprintf("%#v", c.withoutSecrets()) }
+func (c config) Format(f fmt.State, verb rune) { redact.Format(f, verb, c.withoutSecrets()) }
+
+// redactedConfig is a config without its methods, to be formatted.
+type redactedConfig config
+
+func (c config) withoutSecrets() redactedConfig {
+	v := redactedConfig(c)
+	v.ClientSecret = redact.Secret(c.ClientSecret)
+	return v
 }
 
 func configFields() map[string]*framework.FieldSchema {

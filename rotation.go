@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 const (
@@ -57,6 +58,26 @@ type rotationResult struct {
 	rotatedAt time.Time
 }
 
+// String, GoString and Format print the result with the stored config
+// redacted (see connection's Format for why a pointer field needs this).
+func (r rotationResult) String() string                { return fmt.Sprint(r.withoutSecrets()) }
+func (r rotationResult) GoString() string              { return fmt.Sprintf("%#v", r.withoutSecrets()) }
+func (r rotationResult) Format(f fmt.State, verb rune) { redact.Format(f, verb, r.withoutSecrets()) }
+
+// redactedRotationResult is what formatting a rotationResult shows.
+type redactedRotationResult struct {
+	Config    *config
+	Created   ims.Secret
+	OldUUID   string
+	OldGone   bool
+	Warnings  []string
+	RotatedAt time.Time
+}
+
+func (r rotationResult) withoutSecrets() redactedRotationResult {
+	return redactedRotationResult{Config: r.config, Created: r.created, OldUUID: r.oldUUID, OldGone: r.oldGone, Warnings: r.warnings, RotatedAt: r.rotatedAt}
+}
+
 // rotation is one run of client-secret rotation. Its management token is
 // minted with the secret Vault held when it started; tokens outlive the
 // deletion of their secret at Adobe, so every step, clean-up included, can
@@ -68,6 +89,26 @@ type rotation struct {
 	mgmt   *ims.Management
 	bearer string
 	log    hclog.Logger
+}
+
+// String, GoString and Format print the rotation's credential without its
+// client secret, and redact.Marker for its management token.
+func (r rotation) String() string                { return fmt.Sprint(r.withoutSecrets()) }
+func (r rotation) GoString() string              { return fmt.Sprintf("%#v", r.withoutSecrets()) }
+func (r rotation) Format(f fmt.State, verb rune) { redact.Format(f, verb, r.withoutSecrets()) }
+
+// redactedRotation is what formatting a rotation shows.
+type redactedRotation struct {
+	Config redactedConfig
+	Bearer string
+}
+
+func (r rotation) withoutSecrets() redactedRotation {
+	v := redactedRotation{Bearer: redact.Secret(r.bearer)}
+	if r.cfg != nil {
+		v.Config = r.cfg.withoutSecrets()
+	}
+	return v
 }
 
 // rotate replaces the client secret: create a new one, prove it mints a

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
 )
 
@@ -31,6 +32,21 @@ type persistedToken struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 	ClientID    string    `json:"client_id"`
 	IMSURL      string    `json:"ims_url"`
+}
+
+// String, GoString and Format print the stored token with its value replaced
+// by redact.Marker; JSON, and so storage, still holds it.
+func (p persistedToken) String() string                { return fmt.Sprint(p.withoutSecrets()) }
+func (p persistedToken) GoString() string              { return fmt.Sprintf("%#v", p.withoutSecrets()) }
+func (p persistedToken) Format(f fmt.State, verb rune) { redact.Format(f, verb, p.withoutSecrets()) }
+
+// redactedPersistedToken is a persistedToken without its methods, to be formatted.
+type redactedPersistedToken persistedToken
+
+func (p persistedToken) withoutSecrets() redactedPersistedToken {
+	v := redactedPersistedToken(p)
+	v.AccessToken = redact.Secret(p.AccessToken)
+	return v
 }
 
 // tokenStore is the token cache's Store over the mount's storage. It loads

@@ -4,6 +4,7 @@
 package ims
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 const (
@@ -51,6 +53,20 @@ const (
 // Credentials are an OAuth Server-to-Server credential from the Adobe
 // Developer Console.
 type Credentials struct{ ClientID, ClientSecret string }
+
+// String, GoString and Format print the credentials with the client secret
+// replaced by redact.Marker, whatever the verb: a log line, an error or a
+// panic message that formats them cannot carry the secret.
+func (c Credentials) String() string                { return fmt.Sprint(c.withoutSecrets()) }
+func (c Credentials) GoString() string              { return fmt.Sprintf("%#v", c.withoutSecrets()) }
+func (c Credentials) Format(f fmt.State, verb rune) { redact.Format(f, verb, c.withoutSecrets()) }
+
+// redactedCredentials is Credentials without its methods, to be formatted.
+type redactedCredentials Credentials
+
+func (c Credentials) withoutSecrets() redactedCredentials {
+	return redactedCredentials{ClientID: c.ClientID, ClientSecret: redact.Secret(c.ClientSecret)}
+}
 
 // Options tune the HTTP behaviour shared by Client and Management. The zero
 // value is fit for production.
@@ -107,6 +123,23 @@ func NewClient(baseURL string, creds Credentials, opts Options) *Client {
 
 // ClientID returns the client ID of the credential the client uses.
 func (c *Client) ClientID() string { return c.creds.ClientID }
+
+// String, GoString and Format print the client's endpoints and credentials,
+// without the client secret: fmt never calls the methods of an unexported
+// field, so Credentials cannot redact itself inside a Client.
+func (c Client) String() string                { return fmt.Sprint(c.withoutSecrets()) }
+func (c Client) GoString() string              { return fmt.Sprintf("%#v", c.withoutSecrets()) }
+func (c Client) Format(f fmt.State, verb rune) { redact.Format(f, verb, c.withoutSecrets()) }
+
+// redactedClient is what formatting a Client shows.
+type redactedClient struct {
+	TokenURL, InvalidateURL string
+	Credentials             redactedCredentials
+}
+
+func (c Client) withoutSecrets() redactedClient {
+	return redactedClient{TokenURL: c.tokenURL, InvalidateURL: c.invalidateURL, Credentials: c.creds.withoutSecrets()}
+}
 
 func trimBase(baseURL, def string) string {
 	if baseURL = strings.TrimRight(strings.TrimSpace(baseURL), "/"); baseURL == "" {

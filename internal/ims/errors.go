@@ -7,12 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"strings"
 	"unicode"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 // Error is a failed call to Adobe IMS or to the Adobe I/O Management API.
@@ -64,6 +66,47 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// Format prints the text Error returns, which is scrubbed of the call's
+// secrets, with any verb; %#v prints GoString. Without it fmt would print the
+// fields, the secrets kept for scrubbing among them, for %#v and for a verb
+// that does not apply to an error, such as %d.
+func (e Error) Format(f fmt.State, verb rune) {
+	if verb == 'v' && f.Flag('#') {
+		_, _ = io.WriteString(f, e.GoString()) // a fmt.State write has no one to report to
+		return
+	}
+	_, _ = fmt.Fprintf(f, fmt.FormatString(f, verb), e.Error())
+}
+
+// GoString prints the fields, with the secrets kept for scrubbing replaced by
+// redact.Marker and Err by its scrubbed text.
+func (e Error) GoString() string {
+	v := redactedError{
+		Op: e.Op, StatusCode: e.StatusCode, Code: e.Code, Description: e.Description,
+		DebugID: e.DebugID, Hint: e.Hint, Attempts: e.Attempts,
+	}
+	if e.Err != nil {
+		v.Err = scrub(e.Err.Error(), e.redact)
+	}
+	if len(e.redact) > 0 {
+		v.Redact = redact.Marker
+	}
+	return scrub(fmt.Sprintf("%#v", v), e.redact)
+}
+
+// redactedError is what GoString shows of an Error.
+type redactedError struct {
+	Op          string
+	StatusCode  int
+	Code        string
+	Description string
+	DebugID     string
+	Hint        string
+	Err         string
+	Attempts    int
+	Redact      string
+}
 
 // Retryable reports whether the same request may succeed later: throttling,
 // server errors, network failures and requests cancelled by their caller.
@@ -234,7 +277,7 @@ const (
 )
 
 // redacted stands in for a secret, or part of one, taken out of text.
-const redacted = "[redacted]"
+const redacted = redact.Marker
 
 // minRedactLen keeps scrubbing from mangling text around trivially short
 // values, which cannot be real secrets or tokens. It is also the shortest

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 // Secret is a client secret of a credential, as the I/O Management API
@@ -25,6 +27,22 @@ type Secret struct {
 type CreatedSecret struct {
 	Secret
 	ClientSecret string
+}
+
+// String, GoString and Format print the new secret's uuid and times, with
+// its value replaced by redact.Marker, whatever the verb.
+func (s CreatedSecret) String() string                { return fmt.Sprint(s.withoutSecrets()) }
+func (s CreatedSecret) GoString() string              { return fmt.Sprintf("%#v", s.withoutSecrets()) }
+func (s CreatedSecret) Format(f fmt.State, verb rune) { redact.Format(f, verb, s.withoutSecrets()) }
+
+// redactedCreatedSecret is a CreatedSecret without its methods, to be
+// formatted. Secret, embedded, has none to promote.
+type redactedCreatedSecret CreatedSecret
+
+func (s CreatedSecret) withoutSecrets() redactedCreatedSecret {
+	v := redactedCreatedSecret(s)
+	v.ClientSecret = redact.Secret(s.ClientSecret)
+	return v
 }
 
 // Management calls the Adobe I/O Management API's client-secret endpoints,
@@ -154,6 +172,21 @@ type secretJSON struct {
 	Usages       []struct {
 		LastUsedAt msTime `json:"last_used_at"`
 	} `json:"secret_usages"`
+}
+
+// String, GoString and Format print the decoded secret with its value
+// replaced by redact.Marker, whatever the verb.
+func (s secretJSON) String() string                { return fmt.Sprint(s.withoutSecrets()) }
+func (s secretJSON) GoString() string              { return fmt.Sprintf("%#v", s.withoutSecrets()) }
+func (s secretJSON) Format(f fmt.State, verb rune) { redact.Format(f, verb, s.withoutSecrets()) }
+
+// redactedSecretJSON is a secretJSON without its methods, to be formatted.
+type redactedSecretJSON secretJSON
+
+func (s secretJSON) withoutSecrets() redactedSecretJSON {
+	v := redactedSecretJSON(s)
+	v.ClientSecret = redact.Secret(s.ClientSecret)
+	return v
 }
 
 func (s secretJSON) secret() Secret {

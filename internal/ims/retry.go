@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 const (
@@ -74,6 +75,28 @@ type call struct {
 	final        *http.Response
 	body         bytes.Buffer // RoundTrip's copy of the final body
 	bodyErr      error        // RoundTrip's caller failed reading the body
+}
+
+// String, GoString and Format print what the call is and how far it got,
+// never its secrets or the body it read, which may hold a token.
+func (c call) String() string                { return fmt.Sprint(c.withoutSecrets()) }
+func (c call) GoString() string              { return fmt.Sprintf("%#v", c.withoutSecrets()) }
+func (c call) Format(f fmt.State, verb rune) { redact.Format(f, verb, c.withoutSecrets()) }
+
+// redactedCall is what formatting a call shows.
+type redactedCall struct {
+	Op       string
+	Attempts int
+	Secrets  string
+	BodyLen  int
+}
+
+func (c call) withoutSecrets() redactedCall {
+	v := redactedCall{Op: c.op, Attempts: c.attempts, BodyLen: c.body.Len()}
+	if len(c.secrets) > 0 {
+		v.Secrets = redact.Marker
+	}
+	return v
 }
 
 // newCall starts a call bounded by the transport's MaxElapsed. The returned
@@ -184,6 +207,17 @@ type teeBody struct {
 	io.ReadCloser
 	c *call
 }
+
+// String, GoString and Format print the call the body belongs to, redacted:
+// for a verb such as %s, fmt would print the call field by field.
+func (t teeBody) String() string                { return fmt.Sprint(t.withoutSecrets()) }
+func (t teeBody) GoString() string              { return fmt.Sprintf("%#v", t.withoutSecrets()) }
+func (t teeBody) Format(f fmt.State, verb rune) { redact.Format(f, verb, t.withoutSecrets()) }
+
+// redactedTeeBody is what formatting a teeBody shows.
+type redactedTeeBody struct{ Call *call }
+
+func (t teeBody) withoutSecrets() redactedTeeBody { return redactedTeeBody{Call: t.c} }
 
 func (t *teeBody) Read(p []byte) (int, error) {
 	n, err := t.ReadCloser.Read(p)

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 // maxExpiresIn rejects lifetimes no IMS token has (keep the message in
@@ -29,6 +31,21 @@ type Token struct {
 	ExpiresIn   time.Duration // from the response's expires_in, in seconds for v3
 	Scopes      []string      // the scopes requested
 	DebugID     string
+}
+
+// String, GoString and Format print the token with its value replaced by
+// redact.Marker, whatever the verb.
+func (t Token) String() string                { return fmt.Sprint(t.withoutSecrets()) }
+func (t Token) GoString() string              { return fmt.Sprintf("%#v", t.withoutSecrets()) }
+func (t Token) Format(f fmt.State, verb rune) { redact.Format(f, verb, t.withoutSecrets()) }
+
+// redactedToken is a Token without its methods, to be formatted.
+type redactedToken Token
+
+func (t Token) withoutSecrets() redactedToken {
+	v := redactedToken(t)
+	v.AccessToken = redact.Secret(t.AccessToken)
+	return v
 }
 
 // Token mints an access token for scopes with the client_credentials grant:

@@ -43,6 +43,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/redact"
 )
 
 // Token is one IMS access token and the moments that govern its reuse.
@@ -52,6 +54,22 @@ type Token struct {
 	Scopes      []string
 	MintedAt    time.Time
 	ExpiresAt   time.Time
+}
+
+// String, GoString and Format print the token with its value replaced by
+// redact.Marker, whatever the verb: a log line, an error or a panic message
+// that formats a Token cannot carry it.
+func (t Token) String() string                { return fmt.Sprint(t.withoutSecrets()) }
+func (t Token) GoString() string              { return fmt.Sprintf("%#v", t.withoutSecrets()) }
+func (t Token) Format(f fmt.State, verb rune) { redact.Format(f, verb, t.withoutSecrets()) }
+
+// redactedToken is a Token without its methods, to be formatted.
+type redactedToken Token
+
+func (t Token) withoutSecrets() redactedToken {
+	v := redactedToken(t)
+	v.AccessToken = redact.Secret(t.AccessToken)
+	return v
 }
 
 // Lifetime is how long the token was issued for.
@@ -160,6 +178,24 @@ type entry struct {
 	lastErr     error
 	lastErrAt   time.Time
 	nextAttempt time.Time
+}
+
+// String, GoString and Format print the entry's key and token, redacted,
+// and nothing guarded by mu, so that they take no lock. Without them, fmt
+// would print lastErr (a caller's error, which may keep secrets to scrub)
+// field by field for a verb such as %s.
+func (e *entry) String() string                { return fmt.Sprint(e.withoutSecrets()) }
+func (e *entry) GoString() string              { return fmt.Sprintf("%#v", e.withoutSecrets()) }
+func (e *entry) Format(f fmt.State, verb rune) { redact.Format(f, verb, e.withoutSecrets()) }
+
+// redactedEntry is what formatting an entry shows.
+type redactedEntry struct {
+	Key   string
+	Token *Token
+}
+
+func (e *entry) withoutSecrets() redactedEntry {
+	return redactedEntry{Key: e.key, Token: e.token.Load()}
 }
 
 // New returns an empty cache that mints through mint.
