@@ -168,6 +168,15 @@ OLD
 		// A client's increment overrides the TTL returned here; only MaxTTL,
 NEW
 
+# Found by a flaky CI run: the periodic refresh raced a reader's refresh.
+mutation periodic-refresh-no-recheck internal/tokencache/cache.go ./internal/tokencache '^TestRefreshDoesNotMintWhatAnotherRefreshReplaced$' 3<<'OLD' 4<<'NEW'
+		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) { //nolint:contextcheck // a shared mint runs on the cache's context; one caller's cancellation must not fail the flight
+			return c.replaceIfDue(key, e)
+OLD
+		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) { //nolint:contextcheck // a shared mint runs on the cache's context; one caller's cancellation must not fail the flight
+			return c.mintAndStore(key, e)
+NEW
+
 # gotest PKG TESTS LOG runs the tests in the copy; its status is go test's.
 gotest() {
 	(cd "$SRC" && go test -count=1 -timeout 5m -run "$2" "$1") >"$3" 2>&1

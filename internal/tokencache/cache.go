@@ -156,6 +156,10 @@ type Cache struct {
 	// generation check and is about to be stored, so that tests can land a
 	// Purge there.
 	testHookBeforeStore func()
+	// testHookBeforeRefreshFlight, if set, runs in Refresh once it found the
+	// token of key due, before it joins or starts the flight, so that tests
+	// can land another refresh there.
+	testHookBeforeRefreshFlight func(key string)
 }
 
 type entry struct {
@@ -368,8 +372,11 @@ func (c *Cache) Refresh(ctx context.Context) (int, error) {
 		if tok == nil || now.Before(tok.RefreshAt()) || !e.readSince(tok.MintedAt) || !e.mayAttempt(now) {
 			continue
 		}
+		if c.testHookBeforeRefreshFlight != nil {
+			c.testHookBeforeRefreshFlight(key)
+		}
 		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) { //nolint:contextcheck // a shared mint runs on the cache's context; one caller's cancellation must not fail the flight
-			return c.mintAndStore(key, e)
+			return c.replaceIfDue(key, e)
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("refreshing token for scopes %q: %w", key, err))
@@ -464,6 +471,17 @@ func (c *Cache) entryLocked(key string) *entry {
 // Purge never joins a mint made with the old credential.
 func (c *Cache) flightKey(key string) string {
 	return fmt.Sprintf("%d/%s", c.generation.Load(), key)
+}
+
+// replaceIfDue replaces e's token if it is still due, inside the flight:
+// another refresh (a reader's, the timer's or the periodic one) may have
+// replaced it since the caller looked, and minting again would spend an IMS
+// call on a token nobody needs.
+func (c *Cache) replaceIfDue(key string, e *entry) (*Token, error) {
+	if tok := e.token.Load(); tok != nil && c.opts.Now().Before(tok.RefreshAt()) {
+		return tok, nil
+	}
+	return c.mintAndStore(key, e)
 }
 
 func (c *Cache) mintAndStore(key string, e *entry) (*Token, error) {
@@ -581,11 +599,7 @@ func (c *Cache) refreshInBackground(key string, e *entry) {
 	go func() {
 		defer c.bgWG.Done()
 		_, err, _ := c.flight.Do(c.flightKey(key), func() (any, error) {
-			// Another refresh may have won the race while this goroutine started.
-			if tok := e.token.Load(); tok != nil && c.opts.Now().Before(tok.RefreshAt()) {
-				return tok, nil
-			}
-			return c.mintAndStore(key, e)
+			return c.replaceIfDue(key, e)
 		})
 		// Cleared before the retry below is armed: a retry that fired while
 		// this refresh still counted as running would start nothing. The
