@@ -142,8 +142,8 @@ func newBackend(opts backendOptions) *backend {
 	}
 	b := &backend{
 		opts: opts, metrics: &metrics{}, writer: newWriterLock(opts.onWriterWait),
-		gate: imsgate.New(imsgate.Options{Now: opts.now}),
 	}
+	b.gate = imsgate.New(imsgate.Options{Now: opts.now, OnThrottle: b.saveThrottle})
 	b.cache = tokencache.New(b.mintShared, tokencache.Options{
 		Now:         opts.now,
 		Store:       tokenStore{b},
@@ -197,6 +197,15 @@ func (b *backend) invalidate(ctx context.Context, key string) {
 	switch {
 	case key == configStorageKey:
 		b.reloadConfig(ctx)
+	case key == throttleStorageKey:
+		// The active node met a throttle: respect it here too, should this
+		// node become the active one.
+		b.mu.RLock()
+		c := b.conn
+		b.mu.RUnlock()
+		if c != nil {
+			b.restoreThrottle(ctx, b.storage, c.config)
+		}
 	case strings.HasPrefix(key, rolesStoragePrefix):
 		// Another node changed a role: the token of its old scope set is
 		// unknown here, so drop them all; they are re-minted on demand.
@@ -307,7 +316,9 @@ func (b *backend) connection(ctx context.Context, s logical.Storage) (*connectio
 	if err != nil || cfg == nil {
 		return nil, err
 	}
-	return b.connectLocked(cfg), nil
+	c = b.connectLocked(cfg)
+	b.restoreThrottle(ctx, s, cfg)
+	return c, nil
 }
 
 func (b *backend) newIMSClient(cfg *config) *ims.Client {

@@ -398,6 +398,9 @@ func (b *backend) pathConfigDelete(ctx context.Context, req *logical.Request, _ 
 	if err := deleteRotationStatus(ctx, req.Storage); err != nil {
 		return nil, err
 	}
+	if err := req.Storage.Delete(ctx, throttleStorageKey); err != nil {
+		return nil, fmt.Errorf("deleting the stored throttle window: %w", err)
+	}
 	return nil, nil
 }
 

@@ -40,12 +40,18 @@ type Options struct {
 	Limit int
 	// Now is the clock throttle windows are measured by; nil means time.Now.
 	Now func() time.Time
+	// OnThrottle, if set, is told the end of a throttle window longer than
+	// MaxWait each time one begins or moves later, outside the gate's lock,
+	// so that the caller can remember it beyond this gate: a restarted
+	// process or another node then respects it too (see Restore).
+	OnThrottle func(until time.Time)
 }
 
 // Gate is safe for concurrent use. A nil *Gate lets everything through and
 // remembers nothing, so that callers need not check for one.
 type Gate struct {
-	now func() time.Time
+	now        func() time.Time
+	onThrottle func(until time.Time)
 
 	mu       sync.Mutex
 	limit    int
@@ -64,7 +70,7 @@ type waiter struct {
 
 // New returns a gate with no request in flight and no throttle.
 func New(o Options) *Gate {
-	g := &Gate{now: o.Now, limit: clampLimit(o.Limit)}
+	g := &Gate{now: o.Now, onThrottle: o.OnThrottle, limit: clampLimit(o.Limit)}
 	if g.now == nil {
 		g.now = time.Now
 	}
@@ -282,13 +288,14 @@ func (g *Gate) Throttle(retryAfter time.Duration) error {
 		return nil
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.now()
-	g.extendLocked(now.Add(max(retryAfter, 0)), false)
+	moved := g.extendLocked(now.Add(max(retryAfter, 0)), false)
+	var err error
 	if g.until.Sub(now) > MaxWait {
-		return g.throttledErrorLocked()
+		err = g.throttledErrorLocked()
 	}
-	return nil
+	g.unlockAndTell(moved && err != nil)
+	return err
 }
 
 // ThrottleUnknown records a throttle of unknown length (a 429 without
@@ -300,17 +307,42 @@ func (g *Gate) ThrottleUnknown() error {
 		return nil
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	now := g.now()
+	moved := false
 	if !(g.guessed && now.Before(g.until)) {
 		if g.step == 0 {
 			g.step = UnknownThrottle
 		} else {
 			g.step = min(2*g.step, MaxUnknownThrottle)
 		}
-		g.extendLocked(now.Add(g.step), true)
+		moved = g.extendLocked(now.Add(g.step), true)
 	}
-	return g.throttledErrorLocked()
+	err := g.throttledErrorLocked()
+	g.unlockAndTell(moved)
+	return err
+}
+
+// Restore records a throttle window remembered from elsewhere (OnThrottle's,
+// before a restart or on another node), without telling OnThrottle again. A
+// window already known to end later is kept; one that has ended changes
+// nothing.
+func (g *Gate) Restore(until time.Time) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.extendLocked(until, false)
+}
+
+// unlockAndTell releases g.mu and, if tell, tells OnThrottle the window's
+// end as it stands: outside the lock, as OnThrottle may block on storage.
+func (g *Gate) unlockAndTell(tell bool) {
+	until := g.until
+	g.mu.Unlock()
+	if tell && g.onThrottle != nil {
+		g.onThrottle(until)
+	}
 }
 
 // Succeeded records that IMS served a request, which ends the doubling of
@@ -336,10 +368,14 @@ func (g *Gate) Reset() {
 	g.until, g.guessed, g.step = time.Time{}, false, 0
 }
 
-func (g *Gate) extendLocked(until time.Time, guessed bool) {
-	if until.After(g.until) {
-		g.until, g.guessed = until, guessed
+// extendLocked moves the window's end to until if that is later, and says
+// whether it did.
+func (g *Gate) extendLocked(until time.Time, guessed bool) bool {
+	if !until.After(g.until) {
+		return false
 	}
+	g.until, g.guessed = until, guessed
+	return true
 }
 
 // ceilSecond rounds t up to a whole second, for showing: RFC 3339 without
