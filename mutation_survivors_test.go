@@ -619,3 +619,26 @@ func TestRoleWriteRacingACredsReadIsNotCachedStale(t *testing.T) {
 		t.Errorf("the read after the racing write got ttl %s, want the written 10m: the old role was cached", got)
 	}
 }
+
+// TestPeriodicReportsAFailedScheduledRotation: Vault logs what the periodic
+// function returns, so a scheduled rotation that failed must come back from
+// it, naming the failure; one that succeeded returns nothing.
+func TestPeriodicReportsAFailedScheduledRotation(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(map[string]any{keyRotationPeriod: "1h"})
+	e.clock.Advance(61 * time.Minute)
+
+	e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointManagement, Kind: imsemu.KindStatus, Status: http.StatusForbidden, ErrorCode: "forbidden"})
+	err := e.periodic()
+	if err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("periodic with a due rotation that IMS refused = %v, want an error naming HTTP 403", err)
+	}
+	e.emu.SetFault(nil)
+	e.clock.Advance(61 * time.Minute)
+	if err := e.periodic(); err != nil {
+		t.Fatalf("periodic with a due rotation that succeeds = %v, want nil", err)
+	}
+	if e.stored().ClientSecret == testClientSecret {
+		t.Fatal("the scheduled rotation did not run")
+	}
+}
