@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/vault/sdk/helper/consts"
 	"github.com/hashicorp/vault/sdk/logical"
 
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
@@ -193,13 +192,7 @@ func TestConfigChangeKeepsTheIMSThrottleUnlessClientOrIMSURLChanges(t *testing.T
 // performance secondary, whose storage writes Vault refuses (the management
 // API sees nothing); once the node is active, the same periodic call rotates.
 func TestPeriodicRotatesOnlyWhereStorageMayBeWritten(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		state consts.ReplicationState
-	}{
-		{"performance standby", consts.ReplicationPerformanceStandby},
-		{"performance secondary", consts.ReplicationPerformanceSecondary},
-	} {
+	for _, tc := range nodesThatDoNotWrite() {
 		t.Run(tc.name, func(t *testing.T) {
 			sys := logical.TestSystemView()
 			e := newRotateEnv(t, rotateOptions{system: sys})

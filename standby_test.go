@@ -8,19 +8,29 @@ import (
 	"github.com/hashicorp/vault/sdk/logical"
 )
 
+// nodeState is a replication state a test puts a node in, by name.
+type nodeState struct {
+	name  string
+	state consts.ReplicationState
+}
+
+// nodesThatDoNotWrite are the states in which Vault refuses a plugin's
+// storage writes and forwards writes to the active node: a performance
+// standby and a performance secondary.
+func nodesThatDoNotWrite() []nodeState {
+	return []nodeState{
+		{"performance standby", consts.ReplicationPerformanceStandby},
+		{"performance secondary", consts.ReplicationPerformanceSecondary},
+	}
+}
+
 // TestDedicatedReadsGoToTheActiveNode: a dedicated token is state at IMS that
 // only the active node's revocations clean up, so a performance standby or
 // secondary answers a dedicated read with logical.ErrReadOnly, which makes
 // Vault forward the request to the active node, and mints nothing itself.
 // A shared token the node holds is served where the read arrives.
 func TestDedicatedReadsGoToTheActiveNode(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		state consts.ReplicationState
-	}{
-		{"performance standby", consts.ReplicationPerformanceStandby},
-		{"performance secondary", consts.ReplicationPerformanceSecondary},
-	} {
+	for _, tc := range nodesThatDoNotWrite() {
 		t.Run(tc.name, func(t *testing.T) {
 			// Writes are forwarded to the active node (Vault refuses them
 			// here), so the config and roles are written while the view
