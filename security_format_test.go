@@ -61,16 +61,7 @@ func TestFormattingNeverShowsASecret(t *testing.T) {
 	const bearer = "eyJ.test-management-bearer.5c2e9a"
 	e := newTestEnv(t)
 	e.configure(map[string]any{keyOrgID: "1234ABCD@AdobeOrg", keyCredentialID: "cred-1", keyRotationPeriod: "720h"})
-	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
-	e.creds("creds/d")
-	conn, err := e.b.connection(t.Context(), e.storage)
-	if err != nil || conn == nil {
-		t.Fatalf("connection: %v", err)
-	}
-	res, err := e.b.cache.Get(t.Context(), conn.config.Scopes)
-	if err != nil {
-		t.Fatalf("shared token: %v", err)
-	}
+	conn, res := holdEveryKindOfToken(t, e)
 	tok := res.Token
 	persisted := persistedToken{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType, Scopes: tok.Scopes, MintedAt: tok.MintedAt,
@@ -271,16 +262,7 @@ func TestPanicMessagesCarryNoSecret(t *testing.T) {
 func panicChild(t *testing.T, name, tokensFile string) {
 	e := newTestEnv(t)
 	e.configure(nil)
-	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
-	e.creds("creds/d")
-	conn, err := e.b.connection(t.Context(), e.storage)
-	if err != nil || conn == nil {
-		t.Fatalf("connection: %v", err)
-	}
-	res, err := e.b.cache.Get(t.Context(), conn.config.Scopes)
-	if err != nil {
-		t.Fatalf("shared token: %v", err)
-	}
+	conn, res := holdEveryKindOfToken(t, e)
 	i := slices.IndexFunc(panicCases(), func(pc panicCase) bool { return pc.name == name })
 	if i < 0 {
 		t.Fatalf("no panic case %q", name)
@@ -298,4 +280,21 @@ func panicChild(t *testing.T, name, tokensFile string) {
 		panic(v)
 	}(e.b, value)
 	select {} // the goroutine's panic ends the process
+}
+
+// holdEveryKindOfToken has the configured backend read a dedicated token and
+// hold a shared one, and returns its connection and the shared token.
+func holdEveryKindOfToken(t *testing.T, e *testEnv) (*connection, tokencache.Result) {
+	t.Helper()
+	e.mustOK(e.write("roles/d", map[string]any{"scopes": "openid", "mode": "dedicated"}))
+	e.creds("creds/d")
+	conn, err := e.b.connection(t.Context(), e.storage)
+	if err != nil || conn == nil {
+		t.Fatalf("connection: %v", err)
+	}
+	res, err := e.b.cache.Get(t.Context(), conn.config.Scopes)
+	if err != nil {
+		t.Fatalf("shared token: %v", err)
+	}
+	return conn, res
 }
