@@ -124,11 +124,7 @@ func TestAdobeAPICallFromCreds(t *testing.T) {
 	// The docs' shell recipes, run as written, with curl (and jq) from the
 	// machine and `vault` on PATH.
 	t.Run("doc recipes", func(t *testing.T) {
-		for _, tool := range []string{"sh", "curl", "jq"} {
-			if _, err := exec.LookPath(tool); err != nil {
-				t.Fatalf("no %s on this machine (.ci/run installs it): %v", tool, err)
-			}
-		}
+		requireTools(t, "sh", "curl", "jq")
 		bin := t.TempDir()
 		if err := os.Symlink(suite.vaultBin, filepath.Join(bin, "vault")); err != nil {
 			t.Fatal(err)

@@ -378,11 +378,7 @@ EOT
 		t.Errorf("API call with the env file's values: %d %s", got.status, got.body)
 	}
 
-	for _, tool := range []string{"sh", "curl"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("no %s on this machine to run the recipe's consumer (.ci/run installs it): %v", tool, err)
-		}
-	}
+	requireTools(t, "sh", "curl")
 	before := emu.Stats().APIAccepted
 	sh := exec.Command("sh", "-ec", axEnvFileConsumer)
 	sh.Env = append(os.Environ(), "ADOBE_ENV_FILE="+envFile, "FIREFLY_API="+emu.URL)

@@ -481,6 +481,17 @@ type apiAnswer struct {
 	body      string
 }
 
+// requireTools fails the test unless every tool the docs' shell recipes run
+// is on PATH (.ci/run installs curl and jq where they are missing).
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("no %s on this machine to run the docs' recipe (.ci/run installs it): %v", tool, err)
+		}
+	}
+}
+
 // callAdobeAPI calls the emulator's Adobe API stand-in (Firefly image
 // generation) as an application calls an Adobe API: the access token as a
 // bearer token and the client ID as x-api-key.

@@ -156,29 +156,27 @@ listener "tcp" {
 	// key is the whole request, headers included, so curl (another
 	// User-Agent) gets a lease of its own on its first read, and the cached
 	// one on its second; the IMS token stays the one shared token.
-	leasesSoFar := 1
-	if pxHaveTools(t, "sh", "curl", "jq") {
-		before := emu.Stats().APIAccepted
-		for range 2 {
-			sh := exec.Command("sh", "-ec", pxRecipe)
-			sh.Env = append(os.Environ(), "VAULT_PROXY=http://"+addr, "FIREFLY_API="+emu.URL)
-			if out, err := sh.CombinedOutput(); err != nil || !strings.Contains(string(out), `"outputs"`) {
-				t.Errorf("the proxy recipe: %v\n%s", err, out)
-			}
+	requireTools(t, "sh", "curl", "jq")
+	before := emu.Stats().APIAccepted
+	for range 2 {
+		sh := exec.Command("sh", "-ec", pxRecipe)
+		sh.Env = append(os.Environ(), "VAULT_PROXY=http://"+addr, "FIREFLY_API="+emu.URL)
+		if out, err := sh.CombinedOutput(); err != nil || !strings.Contains(string(out), `"outputs"`) {
+			t.Errorf("the proxy recipe: %v\n%s", err, out)
 		}
-		accepted := emu.Stats().APIAccepted - before
-		leasesSoFar = len(pxLeases(t, v))
-		t.Logf("Proxy recipe (curl + jq) run twice: API stand-in accepted %d call(s); leases in Vault now %d; IMS token requests %d",
-			accepted, leasesSoFar, emu.Stats().TokenRequests-beforeReads)
-		if accepted != 2 {
-			t.Errorf("the API stand-in accepted %d of the recipe's 2 calls", accepted)
-		}
-		if leasesSoFar != 2 {
-			t.Errorf("after the recipe's two reads through the proxy, %d leases; want 2 (one for curl's requests)", leasesSoFar)
-		}
-		if n := emu.Stats().TokenRequests - beforeReads; n != 1 {
-			t.Errorf("%d IMS token requests in all; want still 1", n)
-		}
+	}
+	accepted := emu.Stats().APIAccepted - before
+	leasesSoFar := len(pxLeases(t, v))
+	t.Logf("Proxy recipe (curl + jq) run twice: API stand-in accepted %d call(s); leases in Vault now %d; IMS token requests %d",
+		accepted, leasesSoFar, emu.Stats().TokenRequests-beforeReads)
+	if accepted != 2 {
+		t.Errorf("the API stand-in accepted %d of the recipe's 2 calls", accepted)
+	}
+	if leasesSoFar != 2 {
+		t.Errorf("after the recipe's two reads through the proxy, %d leases; want 2 (one for curl's requests)", leasesSoFar)
+	}
+	if n := emu.Stats().TokenRequests - beforeReads; n != 1 {
+		t.Errorf("%d IMS token requests in all; want still 1", n)
 	}
 
 	// Control: a read straight from Vault, past the proxy, is a lease of its own,
@@ -218,16 +216,4 @@ func pxFreeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
-}
-
-// pxHaveTools reports whether every tool is on PATH, logging the first missing one.
-func pxHaveTools(t *testing.T, tools ...string) bool {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Logf("no %s on this machine: the recipe is not run (%v)", tool, err)
-			return false
-		}
-	}
-	return true
 }
