@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,6 +154,25 @@ func jsonStringsUnder(body []byte, key, list string) []string {
 	return out
 }
 
+// assertErrorLeaksNothing checks an error a decoder returned for body: no
+// text of it (message, fields, formatting) holds any of always, nor echoed
+// where the body carries it under key (in objects of the list named, if
+// any), and what it quotes from the response is cut to the bounds.
+func assertErrorLeaksNothing(t *testing.T, err error, body []byte, key, list, echoed string, always ...string) {
+	t.Helper()
+	leaks := always
+	if slices.Contains(jsonStringsUnder(body, key, list), echoed) {
+		leaks = append(slices.Clip(leaks), echoed)
+	}
+	e, texts := errorTexts(t, err)
+	for what, s := range texts {
+		assertNoLeak(t, what, s, leaks...)
+	}
+	assertQuoted(t, "Code", e.Code, maxCodeLen, leaks...)
+	assertQuoted(t, "Description", e.Description, maxDescriptionLen, leaks...)
+	assertQuoted(t, "DebugID", e.DebugID, maxDebugIDLen, leaks...)
+}
+
 // jsonStrings returns every string value and key in a JSON document.
 func jsonStrings(body []byte) []string {
 	var v any
@@ -247,21 +267,9 @@ func FuzzTokenResponse(f *testing.F) {
 		assertNoLeak(t, "log", logs.String(), leakSecret)
 
 		if err != nil {
-			leaks := []string{leakSecret}
-			for _, v := range jsonStringsUnder(body, "access_token", "") {
-				if v == leakToken {
-					leaks = append(leaks, leakToken)
-				}
-			}
-			e, texts := errorTexts(t, err)
-			for what, s := range texts {
-				assertNoLeak(t, what, s, leaks...)
-			}
-			assertQuoted(t, "Code", e.Code, maxCodeLen, leaks...)
-			assertQuoted(t, "Description", e.Description, maxDescriptionLen, leaks...)
-			assertQuoted(t, "DebugID", e.DebugID, maxDebugIDLen, leaks...)
-			if e.Op != OpToken || e.StatusCode != rt.status {
-				t.Fatalf("error for op %q, HTTP %d; want %q, HTTP %d", e.Op, e.StatusCode, OpToken, rt.status)
+			assertErrorLeaksNothing(t, err, body, "access_token", "", leakToken, leakSecret)
+			if e := (*Error)(nil); !errors.As(err, &e) || e.Op != OpToken || e.StatusCode != rt.status {
+				t.Fatalf("error %#v for HTTP %d; want an *Error of op %q with that status", err, rt.status, OpToken)
 			}
 			return
 		}
@@ -337,18 +345,7 @@ func FuzzListSecretsResponse(f *testing.F) {
 		assertNoLeak(t, "log", logs.String(), leakToken)
 
 		if err != nil {
-			leaks := []string{leakToken}
-			for _, v := range jsonStringsUnder(body, "client_secret", "client_secrets") {
-				if v == leakNewSecret {
-					leaks = append(leaks, leakNewSecret)
-				}
-			}
-			e, texts := errorTexts(t, err)
-			for what, s := range texts {
-				assertNoLeak(t, what, s, leaks...)
-			}
-			assertQuoted(t, "Code", e.Code, maxCodeLen, leaks...)
-			assertQuoted(t, "Description", e.Description, maxDescriptionLen, leaks...)
+			assertErrorLeaksNothing(t, err, body, "client_secret", "client_secrets", leakNewSecret, leakToken)
 			return
 		}
 
@@ -429,18 +426,7 @@ func FuzzCreateSecretResponse(f *testing.F) {
 		assertNoLeak(t, "log", logs.String(), leakToken, leakNewSecret)
 
 		if err != nil {
-			leaks := []string{leakToken}
-			for _, v := range jsonStringsUnder(body, "client_secret", "") {
-				if v == leakNewSecret {
-					leaks = append(leaks, leakNewSecret)
-				}
-			}
-			e, texts := errorTexts(t, err)
-			for what, s := range texts {
-				assertNoLeak(t, what, s, leaks...)
-			}
-			assertQuoted(t, "Code", e.Code, maxCodeLen, leaks...)
-			assertQuoted(t, "Description", e.Description, maxDescriptionLen, leaks...)
+			assertErrorLeaksNothing(t, err, body, "client_secret", "", leakNewSecret, leakToken)
 			return
 		}
 
