@@ -635,3 +635,42 @@ func TestPeriodicReportsAFailedScheduledRotation(t *testing.T) {
 		t.Fatal("the scheduled rotation did not run")
 	}
 }
+
+// TestCleanRotationAndRefreshLogNoWarning: a rotation that went through, and
+// a periodic refresh with nothing due, log nothing an operator must act on,
+// and the refresh does not claim to have replaced anything.
+func TestCleanRotationAndRefreshLogNoWarning(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(nil)
+	e.creds("creds")
+	e.mustOK(e.rotate())
+	if err := e.periodic(); err != nil {
+		t.Fatalf("periodic with nothing due: %v", err)
+	}
+	logs := e.logs.String()
+	if !strings.Contains(logs, "rotated the client secret") {
+		t.Fatalf("the log does not show the rotation, so it cannot show its warnings either:\n%s", logs)
+	}
+	for _, unwanted := range []string{"[WARN]", "[ERROR]", "replaced shared tokens"} {
+		if strings.Contains(logs, unwanted) {
+			t.Errorf("the log holds %q after a clean rotation and a refresh with nothing due:\n%s", unwanted, logs)
+		}
+	}
+}
+
+// TestFormattedRotationNamesItsCredential: formatting a rotation hides its
+// secrets but still shows which credential it rotates, and one without a
+// config formats without a panic.
+func TestFormattedRotationNamesItsCredential(t *testing.T) {
+	const bearer = "eyJ.formatted-rotation-bearer"
+	r := rotation{cfg: &config{ClientID: "client-to-show", ClientSecret: testClientSecret}, bearer: bearer}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		got := fmt.Sprintf(verb, r)
+		if !strings.Contains(got, "client-to-show") || strings.Contains(got, testClientSecret) || strings.Contains(got, bearer) {
+			t.Errorf("%s of a rotation = %s: want its client ID and neither secret", verb, got)
+		}
+	}
+	if got := fmt.Sprint(rotation{}); strings.Contains(got, "PANIC") {
+		t.Errorf("a rotation without a config formats as %s", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -553,20 +554,54 @@ func TestRotateRootWithoutManagementAccess(t *testing.T) {
 			t.Error("the stored secret changed")
 		}
 	})
-	t.Run("the I/O Management API answers 403", func(t *testing.T) {
-		e := newRotateEnv(t, rotateOptions{})
-		e.configureForRotation(nil)
-		e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointManagement, Kind: imsemu.KindStatus, Status: http.StatusForbidden, ErrorCode: "forbidden"})
-		resp, err := e.rotate()
-		if err != nil {
-			t.Fatalf("want a 400 error response, got error %v", err)
-		}
-		e.mustFail(resp, err, "HTTP 403", "I/O Management API", "Developer Console", "manage_client_secrets")
-		e.emu.SetFault(nil)
-		if got := e.emu.Secrets(); len(got) != 1 || e.assertSound("after the refusal").ClientSecret != testClientSecret {
-			t.Errorf("a refused rotation changed something: %d secrets at Adobe", len(got))
-		}
-	})
+	// A refused management token (401, 403) is the operator's to fix in the
+	// Developer Console: 400, saying how, and the scope list once. An
+	// outage (500) is not: 502, and nothing about access.
+	for _, tc := range []struct {
+		status int
+		want   []string
+		access bool
+	}{
+		{http.StatusUnauthorized, []string{"HTTP 401", "Developer Console", "I/O Management API", "manage_client_secrets", managementScopesNote}, true},
+		{http.StatusForbidden, []string{"HTTP 403", "Developer Console", "I/O Management API", "manage_client_secrets", managementScopesNote}, true},
+		{http.StatusInternalServerError, []string{"HTTP 500", "unavailable"}, false},
+	} {
+		t.Run(fmt.Sprintf("the I/O Management API answers %d", tc.status), func(t *testing.T) {
+			e := newRotateEnv(t, rotateOptions{})
+			e.configureForRotation(nil)
+			e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointManagement, Kind: imsemu.KindStatus, Status: tc.status, ErrorCode: "refused"})
+			resp, err := e.rotate()
+			text := ""
+			if tc.access {
+				if err != nil {
+					t.Fatalf("want a 400 error response, got error %v", err)
+				}
+				e.mustFail(resp, err, tc.want...)
+				text = resp.Error().Error()
+			} else {
+				if err == nil {
+					t.Fatalf("want an error (502), got response %#v", resp)
+				}
+				text = err.Error()
+				for _, w := range tc.want {
+					if !strings.Contains(text, w) {
+						t.Errorf("error %q does not mention %q", text, w)
+					}
+				}
+			}
+			scopes := strings.Join(ims.ManagementScopes(), ",")
+			if n, want := strings.Count(text, scopes), map[bool]int{true: 1, false: 0}[tc.access]; n != want {
+				t.Errorf("the error lists the management scopes %d times, want %d: %s", n, want, text)
+			}
+			if !tc.access && strings.Contains(text, managementScopesNote) {
+				t.Errorf("an outage is explained as missing access: %s", text)
+			}
+			e.emu.SetFault(nil)
+			if got := e.emu.Secrets(); len(got) != 1 || e.assertSound("after the refusal").ClientSecret != testClientSecret {
+				t.Errorf("a refused rotation changed something: %d secrets at Adobe", len(got))
+			}
+		})
+	}
 }
 
 // TestRotateRootFailureAtEachStep fails each step once in a way the node

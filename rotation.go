@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -42,11 +43,15 @@ func refusef(format string, args ...any) error {
 // it: Adobe's fault, not the operator's, so it answers 502.
 var errNewSecretRefused = errors.New("the new client secret Adobe created did not mint a token, so the current secret stays in use")
 
+// managementScopesNote says why the management scopes stay out of config.
+const managementScopesNote = "Vault asks for the management scopes only to rotate, so they do not belong in config scopes (every creds token would carry them)"
+
 // managementAccessHelp is what an operator must do in the Developer Console
-// when Adobe refuses the management calls.
-var managementAccessHelp = "rotation needs the I/O Management API added to the credential's project in the Adobe Developer Console, " +
-	"which grants the credential the scopes " + strings.Join(ims.ManagementScopes(), ",") +
-	"; Vault asks for them only to rotate, so they do not belong in config scopes (every creds token would carry them)"
+// when IMS refuses to mint a token with the management scopes.
+func managementAccessHelp() string {
+	return "rotation needs the I/O Management API added to the credential's project in the Adobe Developer Console, " +
+		"which grants the credential the scopes " + strings.Join(ims.ManagementScopes(), ",") + "; " + managementScopesNote
+}
 
 // rotationResult is what a successful rotation reports.
 type rotationResult struct {
@@ -221,19 +226,20 @@ func (b *backend) managementToken(ctx context.Context, cfg *config) (string, err
 	if err != nil {
 		var ie *ims.Error
 		if errors.As(err, &ie) && ie.Code == "invalid_scope" {
-			return "", fmt.Errorf("minting a token with the I/O Management API scopes: %w; %s", err, managementAccessHelp)
+			return "", fmt.Errorf("minting a token with the I/O Management API scopes: %w; %s", err, managementAccessHelp())
 		}
 		return "", fmt.Errorf("minting a token with the I/O Management API scopes: %w", err)
 	}
 	return tok.AccessToken, nil
 }
 
-// managementError adds what to do in the Developer Console when Adobe
-// refuses the management token.
+// managementError wraps an I/O Management API error. When Adobe refuses the
+// management token (401, 403), the error's hint already names the Developer
+// Console step and the scopes; this adds why they stay out of config.
 func managementError(doing string, err error) error {
 	var ie *ims.Error
-	if errors.As(err, &ie) && (ie.StatusCode == 401 || ie.StatusCode == 403) {
-		return fmt.Errorf("%s: %w; %s", doing, err, managementAccessHelp)
+	if errors.As(err, &ie) && (ie.StatusCode == http.StatusUnauthorized || ie.StatusCode == http.StatusForbidden) {
+		return fmt.Errorf("%s: %w; %s", doing, err, managementScopesNote)
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
