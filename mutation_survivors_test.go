@@ -674,3 +674,52 @@ func TestFormattedRotationNamesItsCredential(t *testing.T) {
 		t.Errorf("a rotation without a config formats as %s", got)
 	}
 }
+
+// TestCreateRefusalOrOutageDecidesTheCleanUp: Adobe answering the create call
+// with a 4xx made no secret, so rotation asks nothing more; a 5xx may hide a
+// secret Adobe made anyway, so rotation lists the secrets again to delete it
+// and says what it found. The boundaries are 400 and 500.
+func TestCreateRefusalOrOutageDecidesTheCleanUp(t *testing.T) {
+	for _, tc := range []struct {
+		status   int
+		checked  bool
+		attempts int // the IMS client retries a 5xx, not a 4xx
+	}{
+		{http.StatusBadRequest, false, 1},
+		{http.StatusInternalServerError, true, 3},
+	} {
+		t.Run(fmt.Sprint(tc.status), func(t *testing.T) {
+			e := newRotateEnv(t, rotateOptions{})
+			e.configureForRotation(nil)
+			e.setBeforeNet(once(is(opCreate), func() error {
+				e.emu.SetFault(&imsemu.Fault{Endpoint: imsemu.EndpointManagement, Kind: imsemu.KindStatus, Status: tc.status, Times: tc.attempts})
+				return nil
+			}))
+			before := e.emu.Stats().ManagementRequests
+			resp, err := e.rotate()
+			text := fmt.Sprint(err)
+			if resp != nil && resp.IsError() {
+				text = resp.Error().Error()
+			}
+			if !strings.Contains(text, fmt.Sprintf("HTTP %d", tc.status)) {
+				t.Fatalf("rotation with create answering %d = %v, %v; want that failure", tc.status, resp, err)
+			}
+			// The list before the create, the create's attempts, and for a
+			// 5xx the list after it.
+			want := 1 + tc.attempts
+			if tc.checked {
+				want++
+			}
+			if n := e.emu.Stats().ManagementRequests - before; n != want {
+				t.Errorf("%d I/O Management API requests, want %d", n, want)
+			}
+			if got := strings.Contains(text, "Adobe created no secret"); got != tc.checked {
+				t.Errorf("the error says whether Adobe created a secret anyway: %v, want %v: %s", got, tc.checked, text)
+			}
+			if n := e.walEntries(); n != 0 {
+				t.Errorf("%d write-ahead log entries left, want none: nothing is left to settle", n)
+			}
+			e.assertSound("after the failed create")
+		})
+	}
+}
