@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/vault/sdk/logical"
 
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsgate"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/tokencache"
@@ -721,5 +722,24 @@ func TestCreateRefusalOrOutageDecidesTheCleanUp(t *testing.T) {
 			}
 			e.assertSound("after the failed create")
 		})
+	}
+}
+
+// TestVerifyWaitsBetweenMints: a new secret that does not mint yet is tried
+// again after a second, then two, four and eight at most; where the IMS
+// client's retry waits are tuned, verify follows them.
+func TestVerifyWaitsBetweenMints(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		opts        ims.Options
+		first, most time.Duration
+	}{
+		{"defaults", ims.Options{}, time.Second, 8 * time.Second},
+		{"tuned", ims.Options{RetryWaitMin: time.Millisecond, RetryWaitMax: 5 * time.Millisecond}, time.Millisecond, 5 * time.Millisecond},
+		{"tuned minimum only", ims.Options{RetryWaitMin: 10 * time.Millisecond}, 10 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		if first, most := verifyWaits(tc.opts); first != tc.first || most != tc.most {
+			t.Errorf("%s: waits %s up to %s, want %s up to %s", tc.name, first, most, tc.first, tc.most)
+		}
 	}
 }

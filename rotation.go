@@ -350,18 +350,24 @@ func (r *rotation) deleteUnseen(ctx context.Context, before []ims.Secret) (strin
 	return strings.Join(notes, "; "), settled
 }
 
+// verifyWaits is how long verify waits after its first failed mint, and at
+// most between two: a second, doubling up to eight, unless the IMS client's
+// retry tuning is set (tests shorten it), which it then follows.
+func verifyWaits(o ims.Options) (first, most time.Duration) {
+	if o.RetryWaitMin > 0 {
+		return o.RetryWaitMin, max(o.RetryWaitMax, o.RetryWaitMin)
+	}
+	return time.Second, 8 * time.Second
+}
+
 // verify proves the new secret mints a token with the config's scopes,
-// retrying for a while: Adobe does not document how soon a new secret works.
-// The waits follow the IMS client's retry tuning, so tests that shorten it
-// shorten these.
+// retrying for a while (verifyWaits): Adobe does not document how soon a new
+// secret works.
 func (r *rotation) verify(ctx context.Context, secret string) error {
 	ctx, cancel := context.WithTimeout(ctx, verifyBound)
 	defer cancel()
 	client := ims.NewClient(r.cfg.IMSURL, ims.Credentials{ClientID: r.cfg.ClientID, ClientSecret: secret}, r.b.imsOptions())
-	wait, maxWait := time.Second, 8*time.Second
-	if o := r.b.opts.imsOptions; o.RetryWaitMin > 0 {
-		wait, maxWait = o.RetryWaitMin, max(o.RetryWaitMax, o.RetryWaitMin)
-	}
+	wait, maxWait := verifyWaits(r.b.opts.imsOptions)
 	for attempt := 1; ; attempt++ {
 		_, err := r.b.mint(ctx, client, r.cfg.Scopes)
 		if err == nil {
