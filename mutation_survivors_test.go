@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,17 +28,27 @@ import (
 
 // hookedStorage wraps the storage requests see: it counts the reads of each
 // key, can run a hook after a read has fetched its entry (to land a write
-// between a read and its use), and can refuse the deletion of chosen keys.
+// between a read and its use), and can refuse reads and deletions of chosen
+// keys.
 type hookedStorage struct {
 	logical.Storage
 
 	mu         sync.Mutex
 	gets       map[string]int
 	afterGet   func(key string)       // runs once per read, outside mu
+	failGet    func(key string) error // non-nil error: the read is refused
 	failDelete func(key string) error // non-nil error: the delete is refused
 }
 
 func (s *hookedStorage) Get(ctx context.Context, key string) (*logical.StorageEntry, error) {
+	s.mu.Lock()
+	fail := s.failGet
+	s.mu.Unlock()
+	if fail != nil {
+		if err := fail(key); err != nil {
+			return nil, err
+		}
+	}
 	entry, err := s.Storage.Get(ctx, key)
 	s.mu.Lock()
 	if s.gets == nil {
@@ -73,6 +85,12 @@ func (s *hookedStorage) setAfterGet(h func(key string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.afterGet = h
+}
+
+func (s *hookedStorage) setFailGet(h func(key string) error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failGet = h
 }
 
 func (s *hookedStorage) setFailDelete(h func(key string) error) {
@@ -741,5 +759,44 @@ func TestVerifyWaitsBetweenMints(t *testing.T) {
 		if first, most := verifyWaits(tc.opts); first != tc.first || most != tc.most {
 			t.Errorf("%s: waits %s up to %s, want %s up to %s", tc.name, first, most, tc.first, tc.most)
 		}
+	}
+}
+
+// TestRetireThatCannotReadTheConfigKeepsThePreviousSecret: once the new
+// secret is stored, rotation reads the config again before deleting the
+// previous secret. If that read fails, it deletes nothing, the rotation
+// still succeeds with a warning that says so, and Vault's rollback deletes
+// the previous secret later.
+func TestRetireThatCannotReadTheConfigKeepsThePreviousSecret(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(nil)
+	old := e.uuidsAtAdobe()
+	hooked := e.hookStorage()
+	var stored atomic.Bool
+	e.afterPut = func(key string) error {
+		if key == configStorageKey {
+			stored.Store(true)
+		}
+		return nil
+	}
+	hooked.setFailGet(func(key string) error {
+		if key == configStorageKey && stored.Load() {
+			return errors.New("injected: storage unavailable")
+		}
+		return nil
+	})
+	resp := e.mustOK(e.rotate())
+	hooked.setFailGet(nil)
+
+	if !strings.Contains(strings.Join(resp.Warnings, " "), "reading the config again before deleting the previous secret") {
+		t.Errorf("the rotation's warnings do not say the previous secret was kept: %q", resp.Warnings)
+	}
+	if got := e.uuidsAtAdobe(); len(got) != 2 || !slices.Contains(got, old[0]) {
+		t.Fatalf("secrets at Adobe after the failed read: %v, want the previous %s and the new one", got, old[0])
+	}
+	cfg := e.assertSound("after the rotation")
+	e.rollback()
+	if got := e.uuidsAtAdobe(); !slices.Equal(got, []string{cfg.ClientSecretUUID}) {
+		t.Errorf("secrets at Adobe after the rollback: %v, want only the stored %s", got, cfg.ClientSecretUUID)
 	}
 }
