@@ -852,12 +852,17 @@ func TestRotateRootFinishesAnEarlierRotation(t *testing.T) {
 		t.Fatalf("%d secrets at Adobe, want the new and the undeleted old", n)
 	}
 
+	logged := len(e.logs.String()) // the first rotation's warnings about the delete
 	e.mustOK(e.rotate())
 	if got := e.uuidsAtAdobe(); len(got) != 1 || got[0] != e.stored().ClientSecretUUID {
 		t.Errorf("Adobe has %v, want only the stored secret", got)
 	}
 	if n := e.walEntries(); n != 0 {
 		t.Errorf("%d write-ahead log entries left", n)
+	}
+	second := e.logs.String()[logged:]
+	if !strings.Contains(second, "deleted the secret an earlier rotation replaced") || strings.Contains(second, "[WARN]") {
+		t.Errorf("the second rotation's log should show the earlier secret deleted, and no warning:\n%s", second)
 	}
 }
 

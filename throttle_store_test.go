@@ -3,6 +3,7 @@ package adobeims
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,6 +48,9 @@ func TestRestartRespectsTheThrottle(t *testing.T) {
 	p := e.storedThrottle()
 	if p == nil || p.ClientID != testClientID || p.IMSURL != e.srv.URL || p.Until.Format(time.RFC3339) > shown {
 		t.Fatalf("stored throttle %+v, want one for this credential ending by %s", p, shown)
+	}
+	if logs := e.logs.String(); strings.Contains(logs, "could not store the throttle window") {
+		t.Errorf("storing the throttle window logged a failure:\n%s", logs)
 	}
 	requests := e.emu.Stats().TokenRequests
 

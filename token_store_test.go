@@ -41,6 +41,9 @@ func TestRestartReusesThePersistedToken(t *testing.T) {
 	// The stored entry holds the token, so no response but creds may.
 	e.mustOK(e.read("info"))
 	e.mustOK(e.read("config"))
+	if logs := e.logs.String(); strings.Contains(logs, "[WARN]") {
+		t.Errorf("storing and loading the token logged a warning:\n%s", logs)
+	}
 }
 
 // TestStandbyServesThePersistedToken: a performance standby with nothing in
