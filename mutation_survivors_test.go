@@ -800,3 +800,19 @@ func TestRetireThatCannotReadTheConfigKeepsThePreviousSecret(t *testing.T) {
 		t.Errorf("secrets at Adobe after the rollback: %v, want only the stored %s", got, cfg.ClientSecretUUID)
 	}
 }
+
+// TestScopeListLimitIsInclusive: a list of exactly maxScopes scopes is
+// accepted; one more is refused, saying how many are allowed.
+func TestScopeListLimitIsInclusive(t *testing.T) {
+	scopes := make([]string, maxScopes+1)
+	for i := range scopes {
+		scopes[i] = fmt.Sprintf("scope_%d", i)
+	}
+	if got, err := validateScopes("scopes", scopes[:maxScopes]); err != nil || len(got) != maxScopes {
+		t.Errorf("%d scopes: %d kept, error %v; want all accepted", maxScopes, len(got), err)
+	}
+	_, err := validateScopes("scopes", scopes)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("at most %d are allowed", maxScopes)) {
+		t.Errorf("%d scopes: error %v, want one saying at most %d are allowed", maxScopes+1, err, maxScopes)
+	}
+}
