@@ -1,20 +1,23 @@
 package adobeims
 
-// Tests for the rotation schedule's edges that a gremlins run over the root
-// package showed no other test pinned down.
+// Tests for rotation's edges that a gremlins run over the root package showed
+// no other test pinned down: the schedule, and log entries of v0.1.
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/vault/sdk/framework"
 	"github.com/hashicorp/vault/sdk/helper/automatedrotationutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/ims"
 	"github.com/ims-vault/vault-plugin-secrets-adobe-ims/internal/imsemu"
 )
 
@@ -125,5 +128,106 @@ func TestFailedScheduledRotationSaysWhenItsStatusWasNotStored(t *testing.T) {
 				t.Errorf("stored failures %d, want %d", st.Failures, want)
 			}
 		})
+	}
+}
+
+// TestV01LogEntriesAreFinished: v0.1 wrote its write-ahead log entry after
+// Adobe had answered the create call, naming the new secret's uuid and no
+// list of earlier secrets. After an upgrade, such an entry is finished the
+// way v0.1 meant: the rollback deletes the new secret if the config does
+// not hold it, the old one if it does, and the next rotation deletes the
+// old one without waiting for the rollback.
+func TestV01LogEntriesAreFinished(t *testing.T) {
+	putV01Entry := func(t *testing.T, e *rotateEnv, newUUID, oldUUID string) {
+		t.Helper()
+		_, err := framework.PutWAL(t.Context(), e.mem, walKindRotateRoot, map[string]any{
+			"client_id": testClientID, "org_id": imsemu.DefaultOrgID, "credential_id": imsemu.DefaultCredentialID,
+			"new_uuid": newUUID, "old_uuid": oldUUID,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// rotated is a node whose config holds a secret Adobe knows by uuid.
+	rotated := func(t *testing.T) (*rotateEnv, string) {
+		e := newRotateEnv(t, rotateOptions{})
+		e.configureForRotation(nil)
+		e.mustOK(e.rotate())
+		return e, e.stored().ClientSecretUUID
+	}
+	onlyStored := func(t *testing.T, e *rotateEnv) {
+		t.Helper()
+		cfg := e.assertSound("after finishing the v0.1 entry")
+		if got := e.uuidsAtAdobe(); !slices.Equal(got, []string{cfg.ClientSecretUUID}) {
+			t.Errorf("Adobe has %v, want only the stored %s", got, cfg.ClientSecretUUID)
+		}
+		if n := e.walEntries(); n != 0 {
+			t.Errorf("%d write-ahead log entries left", n)
+		}
+	}
+
+	t.Run("the new secret was not stored", func(t *testing.T) {
+		e, held := rotated(t)
+		unused := e.addSecretAtAdobe()
+		putV01Entry(t, e, unused, held)
+		e.rollback()
+		onlyStored(t, e)
+		if e.stored().ClientSecretUUID != held {
+			t.Errorf("the config moved off %s", held)
+		}
+	})
+	t.Run("the new secret was stored, the old one not deleted", func(t *testing.T) {
+		e, held := rotated(t)
+		previous := e.addSecretAtAdobe()
+		putV01Entry(t, e, held, previous)
+		e.rollback()
+		onlyStored(t, e)
+	})
+	t.Run("the next rotation finishes it", func(t *testing.T) {
+		e, held := rotated(t)
+		previous := e.addSecretAtAdobe()
+		putV01Entry(t, e, held, previous)
+		e.mustOK(e.rotate()) // the credential has two secrets: only finishing the entry makes room
+		onlyStored(t, e)
+		if e.stored().ClientSecretUUID == held {
+			t.Error("the rotation did not store a new secret")
+		}
+	})
+}
+
+// TestNextRotationTakesAnEarlierSecretDeletedByHandAsDone: a secret an
+// earlier rotation could not delete, and that a person then deleted in the
+// Developer Console, is gone: the next rotation's attempt to delete it gets
+// 404, which finishes the earlier rotation's log entry without a warning.
+func TestNextRotationTakesAnEarlierSecretDeletedByHandAsDone(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configureForRotation(nil)
+	previous := e.uuidsAtAdobe()
+	e.setBeforeNet(always(is(opDelete), injected("network down")))
+	e.mustOK(e.rotate())
+	e.clearHooks()
+	if len(previous) != 1 || e.walEntries() != 1 {
+		t.Fatalf("setup: secrets before %v, %d log entries after the failed delete; want 1 and 1", previous, e.walEntries())
+	}
+	ctx := t.Context()
+	tok, err := ims.NewClient(e.srv.URL, ims.Credentials{ClientID: testClientID, ClientSecret: e.stored().ClientSecret}, ims.Options{}).Token(ctx, ims.ManagementScopes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ims.NewManagement(e.srv.URL, testClientID, ims.Options{}).DeleteSecret(ctx, tok.AccessToken, imsemu.DefaultOrgID, imsemu.DefaultCredentialID, previous[0]); err != nil {
+		t.Fatalf("deleting the previous secret by hand: %v", err)
+	}
+
+	logged := len(e.logs.String())
+	e.mustOK(e.rotate())
+	cfg := e.assertSound("after the next rotation")
+	if got := e.uuidsAtAdobe(); !slices.Equal(got, []string{cfg.ClientSecretUUID}) {
+		t.Errorf("Adobe has %v, want only the stored %s", got, cfg.ClientSecretUUID)
+	}
+	if n := e.walEntries(); n != 0 {
+		t.Errorf("%d write-ahead log entries left; the earlier rotation's is finished", n)
+	}
+	if later := e.logs.String()[logged:]; strings.Contains(later, "[WARN]") {
+		t.Errorf("the next rotation logged a warning:\n%s", later)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -195,15 +194,12 @@ func (r *rotation) finishEarlierRotations(ctx context.Context) {
 		if w.OldUUID == r.cfg.ClientSecretUUID {
 			continue
 		}
+		// DeleteSecret takes Adobe's 404 (someone deleted it already) as done.
 		if err := r.mgmt.DeleteSecret(ctx, r.bearer, r.cfg.OrgID, r.cfg.CredentialID, w.OldUUID); err != nil {
-			var ie *ims.Error
-			if !errors.As(err, &ie) || ie.StatusCode != http.StatusNotFound {
-				r.log.Warn("could not delete the secret an earlier rotation replaced", "uuid", w.OldUUID, "error", err)
-				continue
-			}
-		} else {
-			r.log.Info("deleted the secret an earlier rotation replaced", "uuid", w.OldUUID)
+			r.log.Warn("could not delete the secret an earlier rotation replaced", "uuid", w.OldUUID, "error", err)
+			continue
 		}
+		r.log.Info("deleted the secret an earlier rotation replaced", "uuid", w.OldUUID)
 		if err := framework.DeleteWAL(ctx, r.s, id); err != nil {
 			r.log.Warn("could not remove an earlier rotation's write-ahead log entry", "error", err)
 		}
