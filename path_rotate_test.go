@@ -254,6 +254,21 @@ func (e *rotateEnv) assertSound(when string) *config {
 	return cfg
 }
 
+// assertSettled checks that rotation left nothing to finish: the stored
+// secret works and is the credential's only one at Adobe, and no
+// write-ahead log entry is left.
+func (e *rotateEnv) assertSettled(when string) *config {
+	e.t.Helper()
+	cfg := e.assertSound(when)
+	if got := e.uuidsAtAdobe(); !slices.Equal(got, []string{cfg.ClientSecretUUID}) {
+		e.t.Errorf("%s: Adobe has %v, want only the stored %s", when, got, cfg.ClientSecretUUID)
+	}
+	if n := e.walEntries(); n != 0 {
+		e.t.Errorf("%s: %d write-ahead log entries left", when, n)
+	}
+	return cfg
+}
+
 // addSecretAtAdobe creates a second secret the way a person in the
 // Developer Console would, and returns its uuid.
 func (e *rotateEnv) addSecretAtAdobe() string {
@@ -854,12 +869,7 @@ func TestRotateRootFinishesAnEarlierRotation(t *testing.T) {
 
 	logged := len(e.logs.String()) // the first rotation's warnings about the delete
 	e.mustOK(e.rotate())
-	if got := e.uuidsAtAdobe(); len(got) != 1 || got[0] != e.stored().ClientSecretUUID {
-		t.Errorf("Adobe has %v, want only the stored secret", got)
-	}
-	if n := e.walEntries(); n != 0 {
-		t.Errorf("%d write-ahead log entries left", n)
-	}
+	e.assertSettled("after the next rotation")
 	second := e.logs.String()[logged:]
 	if !strings.Contains(second, "deleted the secret an earlier rotation replaced") || strings.Contains(second, "[WARN]") {
 		t.Errorf("the second rotation's log should show the earlier secret deleted, and no warning:\n%s", second)
@@ -932,13 +942,7 @@ func TestRotateRootConcurrentRequests(t *testing.T) {
 	if !slices.Contains(results, nil) {
 		t.Fatalf("no rotation succeeded: %v", results)
 	}
-	cfg := e.assertSound("after concurrent rotations")
-	if got := e.uuidsAtAdobe(); len(got) != 1 || got[0] != cfg.ClientSecretUUID {
-		t.Errorf("Adobe has %v, want only the stored %s", got, cfg.ClientSecretUUID)
-	}
-	if n := e.walEntries(); n != 0 {
-		t.Errorf("%d write-ahead log entries left", n)
-	}
+	e.assertSettled("after concurrent rotations")
 }
 
 func TestRotateRootStoresNothingWhenTheCredentialChangedMeanwhile(t *testing.T) {
