@@ -28,13 +28,15 @@ type persistedThrottle struct {
 }
 
 // saveThrottle is the gate's OnThrottle: it stores the window's end for the
-// credential the node mints with. Only where storage may be written; a
-// failure costs one request after a restart, so it is logged and no more.
-func (b *backend) saveThrottle(until time.Time) {
+// credential the node mints with, unless that changed since IMS throttled
+// the credential of epoch (the gate's epoch and the connection change
+// together, under b.mu). Only where storage may be written; a failure costs
+// one request after a restart, so it is logged and no more.
+func (b *backend) saveThrottle(epoch uint64, until time.Time) {
 	b.mu.RLock()
-	c := b.conn
+	c, current := b.conn, b.gate.Epoch()
 	b.mu.RUnlock()
-	if c == nil || b.storage == nil || !b.mayWriteStorage() {
+	if c == nil || epoch != current || b.storage == nil || !b.mayWriteStorage() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), saveThrottleTimeout)

@@ -106,6 +106,7 @@ type Client struct {
 	creds         Credentials
 	t             *transport
 	gate          *imsgate.Gate
+	epoch         uint64 // the gate's, when the client was made for its credential
 }
 
 // NewClient returns a client for the IMS at baseURL (DefaultURL when empty),
@@ -118,6 +119,7 @@ func NewClient(baseURL string, creds Credentials, opts Options) *Client {
 		creds:         creds,
 		t:             newTransport(opts),
 		gate:          opts.Gate,
+		epoch:         opts.Gate.Epoch(),
 	}
 }
 

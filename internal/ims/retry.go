@@ -67,7 +67,8 @@ type call struct {
 	// gate is set for requests to IMS on behalf of the credential; throttled
 	// is set once the gate says the call must not try again.
 	gate      *imsgate.Gate
-	throttled error // an *imsgate.ThrottledError
+	epoch     uint64 // the gate's epoch of the credential the call is for
+	throttled error  // an *imsgate.ThrottledError
 
 	attempts     int
 	attemptStart time.Time
@@ -286,9 +287,9 @@ func (c *call) noteThrottle(resp *http.Response) {
 		return
 	}
 	if d, ok := retryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-		c.throttled = c.gate.Throttle(d)
+		c.throttled = c.gate.ThrottleFor(c.epoch, d)
 	} else if resp.StatusCode == http.StatusTooManyRequests {
-		c.throttled = c.gate.ThrottleUnknown()
+		c.throttled = c.gate.ThrottleUnknownFor(c.epoch)
 	}
 }
 

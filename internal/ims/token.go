@@ -59,7 +59,7 @@ func (c *Client) Token(ctx context.Context, scopes []string) (*Token, error) {
 	}
 	// The wait for a slot counts against the call's bound, so a read that
 	// queues still ends within it.
-	call.gate = c.gate
+	call.gate, call.epoch = c.gate, c.epoch
 	release, err := c.gate.Enter(ctx)
 	if err != nil {
 		return nil, c.notSent(call, err)
@@ -211,7 +211,7 @@ func (c *Client) Invalidate(ctx context.Context, accessToken string) error {
 	// for a throttle like a mint does. It takes no slot: the cap is on token
 	// requests, so that a backlog of revocations (which Vault paces and
 	// retries on its own) never keeps reads from getting tokens.
-	call.gate = c.gate
+	call.gate, call.epoch = c.gate, c.epoch
 	if err := c.gate.AwaitThrottle(ctx); err != nil {
 		return c.notSent(call, err)
 	}

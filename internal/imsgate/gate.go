@@ -43,15 +43,17 @@ type Options struct {
 	// OnThrottle, if set, is told the end of a throttle window longer than
 	// MaxWait each time one begins or moves later, outside the gate's lock,
 	// so that the caller can remember it beyond this gate: a restarted
-	// process or another node then respects it too (see Restore).
-	OnThrottle func(until time.Time)
+	// process or another node then respects it too (see Restore). epoch is
+	// the credential's (see Epoch): the gate may serve another by the time
+	// OnThrottle runs.
+	OnThrottle func(epoch uint64, until time.Time)
 }
 
 // Gate is safe for concurrent use. A nil *Gate lets everything through and
 // remembers nothing, so that callers need not check for one.
 type Gate struct {
 	now        func() time.Time
-	onThrottle func(until time.Time)
+	onThrottle func(epoch uint64, until time.Time)
 
 	mu       sync.Mutex
 	limit    int
@@ -61,6 +63,7 @@ type Gate struct {
 	until   time.Time     // no request before this moment
 	guessed bool          // until is our guess, IMS named no end
 	step    time.Duration // the last guessed length; 0 after a success
+	epoch   uint64        // the credential served: Reset starts another
 }
 
 type waiter struct {
@@ -279,16 +282,43 @@ func (g *Gate) ThrottledUntil() time.Time {
 	return ceilSecond(g.until)
 }
 
+// Epoch names the credential the gate serves now; Reset starts another. A
+// request remembers it when sent, so that IMS's answer to it is not taken
+// for another credential's (see ThrottleFor).
+func (g *Gate) Epoch() uint64 {
+	if g == nil {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.epoch
+}
+
 // Throttle records that IMS asked for retryAfter before the next request
 // (a 429 or 503 with Retry-After). A window already known to end later is
 // kept. It returns a *ThrottledError when the window is longer than MaxWait,
 // and nil when a request may wait it out.
 func (g *Gate) Throttle(retryAfter time.Duration) error {
+	return g.ThrottleFor(g.Epoch(), retryAfter)
+}
+
+// ThrottleFor is Throttle for a request sent on behalf of the credential of
+// epoch. If the gate serves another credential since (Reset), IMS throttled
+// one it no longer serves: the gate records nothing, and the error, for
+// that request alone, names the window IMS gave it.
+func (g *Gate) ThrottleFor(epoch uint64, retryAfter time.Duration) error {
 	if g == nil {
 		return nil
 	}
 	g.mu.Lock()
 	now := g.now()
+	if epoch != g.epoch {
+		g.mu.Unlock()
+		if retryAfter > MaxWait {
+			return &ThrottledError{Until: ceilSecond(now.Add(retryAfter))}
+		}
+		return nil
+	}
 	moved := g.extendLocked(now.Add(max(retryAfter, 0)), false)
 	var err error
 	if g.until.Sub(now) > MaxWait {
@@ -303,11 +333,22 @@ func (g *Gate) Throttle(retryAfter time.Duration) error {
 // row up to MaxUnknownThrottle. Answers to requests sent together land in
 // the same window and do not double it. It returns the window in force.
 func (g *Gate) ThrottleUnknown() error {
+	return g.ThrottleUnknownFor(g.Epoch())
+}
+
+// ThrottleUnknownFor is ThrottleUnknown for a request sent on behalf of the
+// credential of epoch; for one the gate no longer serves it records nothing
+// and names the first guess, for that request alone.
+func (g *Gate) ThrottleUnknownFor(epoch uint64) error {
 	if g == nil {
 		return nil
 	}
 	g.mu.Lock()
 	now := g.now()
+	if epoch != g.epoch {
+		g.mu.Unlock()
+		return &ThrottledError{Until: ceilSecond(now.Add(UnknownThrottle)), Guessed: true}
+	}
 	moved := false
 	if !(g.guessed && now.Before(g.until)) {
 		if g.step == 0 {
@@ -338,10 +379,10 @@ func (g *Gate) Restore(until time.Time) {
 // unlockAndTell releases g.mu and, if tell, tells OnThrottle the window's
 // end as it stands: outside the lock, as OnThrottle may block on storage.
 func (g *Gate) unlockAndTell(tell bool) {
-	until := g.until
+	epoch, until := g.epoch, g.until
 	g.mu.Unlock()
 	if tell && g.onThrottle != nil {
-		g.onThrottle(until)
+		g.onThrottle(epoch, until)
 	}
 }
 
@@ -358,7 +399,8 @@ func (g *Gate) Succeeded() {
 }
 
 // Reset forgets the throttle, for when the gate is to serve another
-// credential. Slots and waiters are kept.
+// credential, and starts a new epoch: answers to requests sent before it no
+// longer throttle the gate. Slots and waiters are kept.
 func (g *Gate) Reset() {
 	if g == nil {
 		return
@@ -366,6 +408,7 @@ func (g *Gate) Reset() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.until, g.guessed, g.step = time.Time{}, false, 0
+	g.epoch++
 }
 
 // extendLocked moves the window's end to until if that is later, and says

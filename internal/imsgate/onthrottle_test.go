@@ -1,6 +1,7 @@
 package imsgate
 
 import (
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ type told struct {
 	until []time.Time
 }
 
-func (r *told) record(until time.Time) {
+func (r *told) record(_ uint64, until time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.until = append(r.until, until)
@@ -95,5 +96,32 @@ func TestRestoreOfAnEndedWindowThrottlesNothing(t *testing.T) {
 	}
 	if got := g.ThrottledUntil(); !got.IsZero() {
 		t.Fatalf("ThrottledUntil = %s, want none", got)
+	}
+}
+
+// TestAnswerForAnEarlierCredentialThrottlesNothing: a request sent before
+// Reset (the gate now serves another credential) and answered 429 fails
+// with the window IMS gave it, but the gate records no throttle and
+// OnThrottle hears nothing; answers for the current credential still count.
+func TestAnswerForAnEarlierCredentialThrottlesNothing(t *testing.T) {
+	c := newClock()
+	r := &told{}
+	g := New(Options{Now: c.Now, OnThrottle: r.record})
+	before := g.Epoch()
+	g.Reset()
+
+	var te *ThrottledError
+	if err := g.ThrottleFor(before, time.Minute); !errors.As(err, &te) || !te.Until.Equal(ceilSecond(c.Now().Add(time.Minute))) {
+		t.Fatalf("ThrottleFor an earlier credential = %v, want that request's own window of a minute", err)
+	}
+	if err := g.ThrottleUnknownFor(before); !errors.As(err, &te) || !te.Guessed {
+		t.Fatalf("ThrottleUnknownFor an earlier credential = %v, want a guessed window", err)
+	}
+	if until := g.ThrottledUntil(); !until.IsZero() || len(r.get()) != 0 {
+		t.Fatalf("after answers for an earlier credential: throttled until %v, OnThrottle told %v; want neither", until, r.get())
+	}
+
+	if err := g.ThrottleFor(g.Epoch(), time.Minute); err == nil || g.ThrottledUntil().IsZero() || len(r.get()) != 1 {
+		t.Fatalf("ThrottleFor the current credential = %v, throttled until %v, told %v; want the window recorded and told", err, g.ThrottledUntil(), r.get())
 	}
 }
