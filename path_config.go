@@ -166,18 +166,7 @@ func (b *backend) configExists(ctx context.Context, req *logical.Request, _ *fra
 }
 
 func getConfig(ctx context.Context, s logical.Storage) (*config, error) {
-	entry, err := s.Get(ctx, configStorageKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading config from storage: %w", err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	cfg := &config{}
-	if err := entry.DecodeJSON(cfg); err != nil {
-		return nil, fmt.Errorf("decoding stored config: %w", err)
-	}
-	return cfg, nil
+	return getJSON[config](ctx, s, configStorageKey, "config")
 }
 
 func putConfig(ctx context.Context, s logical.Storage, cfg *config) error {

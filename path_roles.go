@@ -107,18 +107,7 @@ then grant applications read on creds/<name> for just the roles they need.`,
 }
 
 func getRole(ctx context.Context, s logical.Storage, name string) (*role, error) {
-	entry, err := s.Get(ctx, rolesStoragePrefix+name)
-	if err != nil {
-		return nil, fmt.Errorf("reading role %q: %w", name, err)
-	}
-	if entry == nil {
-		return nil, nil
-	}
-	r := &role{}
-	if err := entry.DecodeJSON(r); err != nil {
-		return nil, fmt.Errorf("decoding role %q: %w", name, err)
-	}
-	return r, nil
+	return getJSON[role](ctx, s, rolesStoragePrefix+name, fmt.Sprintf("role %q", name))
 }
 
 // role is getRole through the backend's role cache, for the read path.

@@ -287,19 +287,13 @@ func rotationManagerMissing(err error) bool {
 		strings.Contains(msg, "Unimplemented") || strings.Contains(msg, "not implemented")
 }
 
+// getRotationStatus returns the stored rotation status, or an empty one.
 func getRotationStatus(ctx context.Context, s logical.Storage) (*rotationStatus, error) {
-	entry, err := s.Get(ctx, rotationStatusStorageKey)
-	if err != nil {
-		return nil, fmt.Errorf("reading the rotation status from storage: %w", err)
+	st, err := getJSON[rotationStatus](ctx, s, rotationStatusStorageKey, "rotation status")
+	if err == nil && st == nil {
+		st = &rotationStatus{}
 	}
-	st := &rotationStatus{}
-	if entry == nil {
-		return st, nil
-	}
-	if err := entry.DecodeJSON(st); err != nil {
-		return nil, fmt.Errorf("decoding the stored rotation status: %w", err)
-	}
-	return st, nil
+	return st, err
 }
 
 func putRotationStatus(ctx context.Context, s logical.Storage, st *rotationStatus) error {

@@ -2,7 +2,6 @@ package adobeims
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/hashicorp/vault/sdk/logical"
@@ -67,13 +66,5 @@ func (b *backend) restoreThrottle(ctx context.Context, s logical.Storage, cfg *c
 }
 
 func getThrottle(ctx context.Context, s logical.Storage) (*persistedThrottle, error) {
-	entry, err := s.Get(ctx, throttleStorageKey)
-	if err != nil || entry == nil {
-		return nil, err
-	}
-	var p persistedThrottle
-	if err := entry.DecodeJSON(&p); err != nil {
-		return nil, fmt.Errorf("decoding the stored throttle window: %w", err)
-	}
-	return &p, nil
+	return getJSON[persistedThrottle](ctx, s, throttleStorageKey, "throttle window")
 }

@@ -75,13 +75,9 @@ func (s tokenStore) Load(ctx context.Context, key string) (*tokencache.Token, er
 	if cfg == nil {
 		return nil, nil
 	}
-	entry, err := s.b.storage.Get(ctx, tokenStorageKey(key))
-	if err != nil || entry == nil {
+	p, err := getJSON[persistedToken](ctx, s.b.storage, tokenStorageKey(key), "shared token")
+	if err != nil || p == nil {
 		return nil, err
-	}
-	var p persistedToken
-	if err := entry.DecodeJSON(&p); err != nil {
-		return nil, fmt.Errorf("decoding a stored shared token: %w", err)
 	}
 	if p.ClientID != cfg.ClientID || p.IMSURL != cfg.IMSURL || tokencache.Key(p.Scopes) != key {
 		return nil, nil
