@@ -2,6 +2,7 @@ package adobeims
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -128,5 +129,35 @@ func TestPersistedTokenOfAnotherCredentialIsIgnored(t *testing.T) {
 	}
 	if err == nil && resp != nil && strings.Contains(dump(resp, err), first) {
 		t.Fatal("the response carries the other client's token")
+	}
+}
+
+// TestStandbyWithoutATokenHandsTheReadToTheActiveNode: a performance
+// standby with no servable token in memory or storage mints nothing itself:
+// the shared read answers logical.ErrReadOnly, which makes Vault forward it
+// to the active node, which mints once for the cluster and stores it.
+func TestStandbyWithoutATokenHandsTheReadToTheActiveNode(t *testing.T) {
+	e := newRotateEnv(t, rotateOptions{})
+	e.configure(map[string]any{"verify": false}) // verify would store a token
+
+	standby := newRotateEnv(t, rotateOptions{system: &logical.StaticSystemView{ReplicationStateVal: consts.ReplicationPerformanceStandby}})
+	standby.testEnv.emu, standby.testEnv.srv = e.emu, e.srv
+	standby.mem, standby.storage = e.mem, e.storage
+	standby.start()
+	resp, err := standby.read("creds")
+	if !errors.Is(err, logical.ErrReadOnly) {
+		t.Fatalf("cold shared read on a performance standby = %#v, %v; want logical.ErrReadOnly so that Vault forwards it", resp, err)
+	}
+	if n := e.emu.Stats().TokenRequests; n != 0 {
+		t.Fatalf("the standby made %d IMS token requests, want 0", n)
+	}
+
+	// Forwarded, the active node mints and stores; the standby then serves it.
+	first := e.creds("creds").Data[keyAccessToken]
+	if got := standby.creds("creds").Data[keyAccessToken]; got != first {
+		t.Error("after the active node minted, the standby did not serve its stored token")
+	}
+	if n := e.emu.Stats().TokenRequests; n != 1 {
+		t.Errorf("%d IMS token requests in all, want 1", n)
 	}
 }
